@@ -1,0 +1,137 @@
+
+/*
+ * Foko chat: JSON responses and the error shape of the API.
+ */
+
+
+#include "ngx_foko_chat_json.h"
+
+
+/*
+ * Sends "body" as the whole response and releases it.  Returns what the
+ * content handler returns, so callers end with "return ...".
+ */
+
+ngx_int_t
+ngx_foko_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *body)
+{
+    char         *text;
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_int_t     rc;
+    ngx_chain_t   out;
+
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(text);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, text, len);
+    *b->last++ = '\n';
+    free(text);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    ngx_str_set(&r->headers_out.charset, "utf-8");
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+json_t *
+ngx_foko_chat_json_error(const char *code, const char *message)
+{
+    return json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                     "message", message);
+}
+
+
+ngx_int_t
+ngx_foko_chat_json_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    return ngx_foko_chat_json_send(r, status,
+                                   ngx_foko_chat_json_error(code, message));
+}
+
+
+ngx_int_t
+ngx_foko_chat_json_send_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
+{
+    u_char           *p;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    static struct {
+        ngx_uint_t  method;
+        ngx_str_t   name;
+    } names[] = {
+        { NGX_HTTP_GET, ngx_string("GET") },
+        { NGX_HTTP_HEAD, ngx_string("HEAD") },
+        { NGX_HTTP_POST, ngx_string("POST") },
+        { NGX_HTTP_PUT, ngx_string("PUT") },
+        { NGX_HTTP_PATCH, ngx_string("PATCH") },
+        { NGX_HTTP_DELETE, ngx_string("DELETE") },
+    };
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("GET, HEAD, POST, PUT, PATCH, DELETE"));
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = p;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (methods & names[i].method) {
+            if (p != h->value.data) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, names[i].name.data, names[i].name.len);
+        }
+    }
+
+    h->value.len = p - h->value.data;
+
+    return ngx_foko_chat_json_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                         "method_not_allowed",
+                                         "method not allowed here");
+}

@@ -1,0 +1,302 @@
+
+/*
+ * Foko chat: the module, its directives and process hooks.
+ */
+
+
+#include "ngx_foko_chat.h"
+#include "ngx_foko_chat_api.h"
+#include "ngx_foko_chat_shm.h"
+#include "ngx_foko_chat_store.h"
+#include "ngx_foko_chat_status.h"
+
+
+static void *ngx_foko_chat_create_main_conf(ngx_conf_t *cf);
+static char *ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_foko_chat_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_foko_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_foko_chat_shm_size_check(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_foko_chat_init_process(ngx_cycle_t *cycle);
+static void ngx_foko_chat_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_post_t  ngx_foko_chat_shm_size_post = {
+    ngx_foko_chat_shm_size_check
+};
+
+
+static ngx_command_t  ngx_foko_chat_commands[] = {
+
+    { ngx_string("foko_chat_mongo_uri"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_mongo_uri,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, mongo_uri),
+      NULL },
+
+    { ngx_string("foko_chat_shm_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, shm_size),
+      &ngx_foko_chat_shm_size_post },
+
+    { ngx_string("foko_chat_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_thread_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, thread_pool_name),
+      NULL },
+
+    { ngx_string("foko_chat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_foko_chat_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_foko_chat_api_handler },
+
+    { ngx_string("foko_chat_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_foko_chat_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_foko_chat_status_handler },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_foko_chat_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_foko_chat_create_main_conf,        /* create main configuration */
+    ngx_foko_chat_init_main_conf,          /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_foko_chat_module = {
+    NGX_MODULE_V1,
+    &ngx_foko_chat_module_ctx,             /* module context */
+    ngx_foko_chat_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_foko_chat_init_process,            /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_foko_chat_exit_process,            /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_pcalloc(cf->pool, sizeof(ngx_foko_chat_main_conf_t));
+    if (fmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     fmcf->mongo_uri = { 0, NULL };
+     *     fmcf->thread_pool_name = { 0, NULL };
+     *     fmcf->thread_pool = NULL;
+     *     fmcf->shm_zone = NULL;
+     *     fmcf->used = 0;
+     */
+
+    fmcf->shm_size = NGX_CONF_UNSET_SIZE;
+
+    return fmcf;
+}
+
+
+static char *
+ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_foko_chat_main_conf_t  *fmcf = conf;
+
+    ngx_conf_init_size_value(fmcf->shm_size, NGX_FOKO_CHAT_SHM_DEFAULT);
+
+    if (fmcf->thread_pool_name.data == NULL) {
+        ngx_str_set(&fmcf->thread_pool_name, "default");
+    }
+
+    if (!fmcf->used) {
+        return NGX_CONF_OK;
+    }
+
+    if (fmcf->mongo_uri.data == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"foko_chat_mongo_uri\" is not set; the "
+                           "\"foko_chat_*\" locations need a MongoDB");
+        return NGX_CONF_ERROR;
+    }
+
+    if (fmcf->thread_pool == NULL) {
+        /* nginx creates the "default" pool when it is referenced */
+        fmcf->thread_pool = ngx_thread_pool_add(cf, &fmcf->thread_pool_name);
+        if (fmcf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    fmcf->shm_zone = ngx_foko_chat_shm_add(cf, fmcf->shm_size);
+    if (fmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_foko_chat_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_foko_chat_main_conf_t  *fmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (fmcf->mongo_uri.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_foko_chat_store_check_uri(cf, &value[1]) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fmcf->mongo_uri = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A named pool must be declared with "thread_pool" before the http block,
+ * so that a typo fails here naming this directive.  "default" needs no
+ * declaration: nginx creates it when it is first referenced.
+ */
+
+static char *
+ngx_foko_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_foko_chat_main_conf_t  *fmcf = conf;
+
+    ngx_str_t           *value;
+    ngx_thread_pool_t   *tp;
+
+    if (fmcf->thread_pool_name.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    tp = ngx_thread_pool_get(cf->cycle, &value[1]);
+
+    if (tp == NULL) {
+        if (value[1].len != 7
+            || ngx_strncmp(value[1].data, "default", 7) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown thread pool \"%V\" in \"%V\"; "
+                               "declare it with \"thread_pool %V ...;\" "
+                               "before the http block",
+                               &value[1], &cmd->name, &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        tp = ngx_thread_pool_add(cf, &value[1]);
+        if (tp == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    fmcf->thread_pool_name = value[1];
+    fmcf->thread_pool = tp;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_foko_chat_shm_size_check(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp < NGX_FOKO_CHAT_SHM_MIN) {
+        return "must be at least 1m";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* "foko_chat_api" and "foko_chat_status": cmd->post is the handler */
+
+static char *
+ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate or conflicts with another content handler";
+    }
+
+    if (cmd->post == ngx_foko_chat_api_handler
+        && (clcf->exact_match || clcf->named
+#if (NGX_PCRE)
+            || clcf->regex
+#endif
+           ))
+    {
+        return "needs a prefix location, such as \"location /api/\"";
+    }
+
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_foko_chat_module);
+    fmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_init_process(ngx_cycle_t *cycle)
+{
+    /*
+     * Nothing here may depend on MongoDB being up: nginx does not respawn
+     * a worker whose init_process failed.
+     */
+
+    return ngx_foko_chat_store_init_process(cycle);
+}
+
+
+static void
+ngx_foko_chat_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_foko_chat_store_exit_process(cycle);
+}

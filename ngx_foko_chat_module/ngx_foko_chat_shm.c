@@ -1,0 +1,164 @@
+
+/*
+ * Foko chat: the shared-memory zone.
+ *
+ * The zone is added while the configuration is read and initialized once
+ * nginx has mapped it.  On "nginx -s reload" nginx hands the previous
+ * cycle's zone to init_zone as "data" and the zone is adopted as it is, so
+ * caches and counters survive a reload.
+ */
+
+
+#include "ngx_foko_chat_shm.h"
+
+
+static ngx_int_t ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+
+ngx_shm_zone_t *
+ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size)
+{
+    ngx_str_t                 name = ngx_string(NGX_FOKO_CHAT_SHM_NAME);
+    ngx_shm_zone_t           *shm_zone;
+    ngx_foko_chat_shm_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_foko_chat_shm_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_foko_chat_module);
+    if (shm_zone == NULL) {
+        return NULL;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "shared zone \"%V\" is already used by "
+                           "another module", &name);
+        return NULL;
+    }
+
+    shm_zone->init = ngx_foko_chat_shm_init_zone;
+    shm_zone->data = ctx;
+
+    return shm_zone;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_foko_chat_shm_ctx_t  *octx = data;
+
+    size_t                    len;
+    ngx_foko_chat_shm_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        /* a reload: adopt the zone of the previous cycle as it is */
+
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+
+        (void) ngx_atomic_fetch_add(&ctx->sh->reloads, 1);
+
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_foko_chat_sh_t));
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->shpool->data = ctx->sh;
+    ctx->sh->created = ngx_time();
+
+    len = sizeof(" in foko chat zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in foko chat zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    ctx->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_foko_chat_shm_ctx_t *
+ngx_foko_chat_shm_cycle(ngx_cycle_t *cycle)
+{
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_foko_chat_module);
+
+    if (fmcf == NULL || fmcf->shm_zone == NULL) {
+        return NULL;
+    }
+
+    return fmcf->shm_zone->data;
+}
+
+
+ngx_foko_chat_shm_ctx_t *
+ngx_foko_chat_shm_get(ngx_http_request_t *r)
+{
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+
+    return fmcf->shm_zone->data;
+}
+
+
+void
+ngx_foko_chat_shm_usage(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_shm_usage_t *usage)
+{
+    ngx_slab_pool_t  *shpool;
+
+    shpool = ctx->shpool;
+
+    usage->size = shpool->end - (u_char *) shpool;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    usage->free = shpool->pfree << ngx_pagesize_shift;
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+/*
+ * Records the state seen by the latest probe; returns 1 if this call
+ * changed it, so that only one worker logs a transition.
+ */
+
+ngx_uint_t
+ngx_foko_chat_shm_set_mongo_state(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_mongo_state_e state)
+{
+    ngx_atomic_uint_t  old;
+
+    ctx->sh->mongo_checked = ngx_time();
+
+    old = ctx->sh->mongo_state;
+
+    if (old == (ngx_atomic_uint_t) state) {
+        return 0;
+    }
+
+    return ngx_atomic_cmp_set(&ctx->sh->mongo_state, old, state);
+}

@@ -1,0 +1,52 @@
+
+/*
+ * Foko chat: the shared-memory zone, one per configuration, kept across
+ * reloads.
+ */
+
+
+#ifndef _NGX_FOKO_CHAT_SHM_H_INCLUDED_
+#define _NGX_FOKO_CHAT_SHM_H_INCLUDED_
+
+
+#include "ngx_foko_chat.h"
+
+
+typedef enum {
+    NGX_FOKO_CHAT_MONGO_UNKNOWN = 0,
+    NGX_FOKO_CHAT_MONGO_UP,
+    NGX_FOKO_CHAT_MONGO_DOWN
+} ngx_foko_chat_mongo_state_e;
+
+
+typedef struct {
+    /* ngx_foko_chat_mongo_state_e, changed with ngx_atomic_cmp_set() */
+    ngx_atomic_t               mongo_state;
+    ngx_atomic_t               mongo_checked;    /* time of the last probe */
+    ngx_atomic_t               reloads;          /* cycles that reused us */
+    time_t                     created;
+} ngx_foko_chat_sh_t;
+
+
+typedef struct {
+    ngx_foko_chat_sh_t        *sh;
+    ngx_slab_pool_t           *shpool;
+} ngx_foko_chat_shm_ctx_t;
+
+
+typedef struct {
+    size_t                     size;
+    size_t                     free;
+} ngx_foko_chat_shm_usage_t;
+
+
+ngx_shm_zone_t *ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size);
+ngx_foko_chat_shm_ctx_t *ngx_foko_chat_shm_get(ngx_http_request_t *r);
+ngx_foko_chat_shm_ctx_t *ngx_foko_chat_shm_cycle(ngx_cycle_t *cycle);
+void ngx_foko_chat_shm_usage(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_shm_usage_t *usage);
+ngx_uint_t ngx_foko_chat_shm_set_mongo_state(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_mongo_state_e state);
+
+
+#endif /* _NGX_FOKO_CHAT_SHM_H_INCLUDED_ */

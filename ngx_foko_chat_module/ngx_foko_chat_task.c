@@ -1,0 +1,160 @@
+
+/*
+ * Foko chat: blocking work on an nginx thread pool.
+ */
+
+
+#include "ngx_foko_chat_task.h"
+
+
+static void ngx_foko_chat_task_thread_handler(void *data, ngx_log_t *log);
+static void ngx_foko_chat_task_event_handler(ngx_event_t *ev);
+static void ngx_foko_chat_task_request_cleanup(void *data);
+
+
+/* tasks of this worker posted and not yet completed */
+static ngx_uint_t  ngx_foko_chat_tasks_in_flight;
+
+
+ngx_foko_chat_task_t *
+ngx_foko_chat_task_create(size_t data_size, ngx_log_t *log)
+{
+    ngx_foko_chat_task_t  *task;
+
+    task = ngx_calloc(sizeof(ngx_foko_chat_task_t) + data_size, log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    task->log = log;
+    task->data = data_size ? (void *) (task + 1) : NULL;
+
+    task->thread_task.ctx = task;
+    task->thread_task.handler = ngx_foko_chat_task_thread_handler;
+    task->thread_task.event.data = task;
+    task->thread_task.event.handler = ngx_foko_chat_task_event_handler;
+    task->thread_task.event.log = log;
+
+    return task;
+}
+
+
+void
+ngx_foko_chat_task_free(ngx_foko_chat_task_t *task)
+{
+    ngx_free(task);
+}
+
+
+ngx_int_t
+ngx_foko_chat_task_post(ngx_foko_chat_task_t *task, ngx_thread_pool_t *tp)
+{
+    if (ngx_thread_task_post(tp, &task->thread_task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_foko_chat_tasks_in_flight++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Posts a task on behalf of a request.  On NGX_OK the caller returns
+ * NGX_DONE from its content handler: the extra reference taken here keeps
+ * the request until "done" finalizes it, and a request cleanup tells the
+ * task if the request is terminated meanwhile (the client went away).
+ */
+
+ngx_int_t
+ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
+    ngx_thread_pool_t *tp, ngx_http_request_t *r)
+{
+    ngx_http_cleanup_t  *cln;
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    task->request = r;
+    task->cleanup = cln;
+    task->log = r->connection->log;
+    task->thread_task.event.log = r->connection->log;
+
+    if (ngx_foko_chat_task_post(task, tp) != NGX_OK) {
+        task->request = NULL;
+        task->cleanup = NULL;
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_foko_chat_task_request_cleanup;
+    cln->data = task;
+
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_foko_chat_task_in_flight(void)
+{
+    return ngx_foko_chat_tasks_in_flight;
+}
+
+
+static void
+ngx_foko_chat_task_thread_handler(void *data, ngx_log_t *log)
+{
+    ngx_foko_chat_task_t  *task = data;
+
+    task->run(task, log);
+}
+
+
+static void
+ngx_foko_chat_task_event_handler(ngx_event_t *ev)
+{
+    ngx_foko_chat_task_t  *task = ev->data;
+
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    ngx_foko_chat_tasks_in_flight--;
+
+    r = task->request;
+
+    if (r == NULL) {
+        (void) task->done(task);
+        ngx_foko_chat_task_free(task);
+        return;
+    }
+
+    task->cleanup->handler = NULL;
+
+    c = r->connection;
+
+    rc = task->done(task);
+
+    ngx_foko_chat_task_free(task);
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_foko_chat_task_request_cleanup(void *data)
+{
+    ngx_foko_chat_task_t  *task = data;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, task->log, 0,
+                   "foko chat: request gone before its task completed");
+
+    task->request = NULL;
+    task->log = ngx_cycle->log;
+    task->thread_task.event.log = ngx_cycle->log;
+}

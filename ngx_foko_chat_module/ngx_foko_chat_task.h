@@ -1,0 +1,58 @@
+
+/*
+ * Foko chat: blocking work on an nginx thread pool.
+ *
+ * A task is allocated on the heap with its inputs copied in, so that it
+ * outlives a request that goes away while the task runs.  The thread side
+ * only does the blocking call and stores its result in the task; "done"
+ * runs back on the event loop.
+ */
+
+
+#ifndef _NGX_FOKO_CHAT_TASK_H_INCLUDED_
+#define _NGX_FOKO_CHAT_TASK_H_INCLUDED_
+
+
+#include "ngx_foko_chat.h"
+
+
+typedef struct ngx_foko_chat_task_s  ngx_foko_chat_task_t;
+
+/* runs on a pool thread */
+typedef void (*ngx_foko_chat_task_run_pt)(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+
+/*
+ * Runs on the event loop.  For a task attached to a request, task->request
+ * is NULL if the request went away; otherwise the returned code finalizes
+ * the request.  Detached tasks return NGX_OK.
+ */
+typedef ngx_int_t (*ngx_foko_chat_task_done_pt)(ngx_foko_chat_task_t *task);
+
+
+struct ngx_foko_chat_task_s {
+    ngx_thread_task_t            thread_task;
+
+    ngx_foko_chat_task_run_pt    run;
+    ngx_foko_chat_task_done_pt   done;
+
+    ngx_http_request_t          *request;
+    ngx_http_cleanup_t          *cleanup;
+    ngx_log_t                   *log;
+
+    /* the concern's own inputs and results, freed with the task */
+    void                        *data;
+};
+
+
+ngx_foko_chat_task_t *ngx_foko_chat_task_create(size_t data_size,
+    ngx_log_t *log);
+void ngx_foko_chat_task_free(ngx_foko_chat_task_t *task);
+ngx_int_t ngx_foko_chat_task_post(ngx_foko_chat_task_t *task,
+    ngx_thread_pool_t *tp);
+ngx_int_t ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
+    ngx_thread_pool_t *tp, ngx_http_request_t *r);
+ngx_uint_t ngx_foko_chat_task_in_flight(void);
+
+
+#endif /* _NGX_FOKO_CHAT_TASK_H_INCLUDED_ */

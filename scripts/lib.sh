@@ -1,0 +1,96 @@
+# Shared by the scripts: installing what is missing, building, FerretDB.
+# shellcheck shell=bash
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools=$root/.tools
+ferretdb_version=v1.24.2
+ferretdb_bin=$tools/bin/ferretdb-$ferretdb_version
+
+apt_packages=(
+    nginx nginx-dev build-essential pkg-config
+    libmongoc-dev libbson-dev libjansson-dev libjwt-dev
+    libcurl4-openssl-dev libargon2-dev libcrypt-dev
+    libpcre2-dev libssl-dev zlib1g-dev
+    libtest-base-perl libmojolicious-perl
+)
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+    local missing=() p
+    for p in "${apt_packages[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# FerretDB's release binary is not packaged here; it is built from its Go
+# module.  "go install" of it panics on a missing version file, so the module
+# source is copied to a scratch folder and the file added before building.
+install_ferretdb() {
+    [ -x "$ferretdb_bin" ] && return 0
+    command -v go >/dev/null || { echo "go is needed to build FerretDB" >&2; return 1; }
+    echo "building FerretDB $ferretdb_version"
+    local dir src
+    dir=$(go mod download -json "github.com/FerretDB/FerretDB@$ferretdb_version" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    src=$(mktemp -d)
+    cp -r "$dir/." "$src"
+    chmod -R u+w "$src"
+    echo "$ferretdb_version" > "$src/build/version/version.txt"
+    mkdir -p "$tools/bin"
+    (cd "$src" && go build -o "$ferretdb_bin" ./cmd/ferretdb)
+    rm -rf "$src"
+}
+
+install_all() {
+    install_packages
+    install_ferretdb
+}
+
+build_module() {
+    "$root/scripts/build-module.sh"
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_ferretdb DIR: starts FerretDB with its data in DIR on a free loopback
+# port; sets ferretdb_pid and ferretdb_uri
+start_ferretdb() {
+    local dir=$1 port i
+    mkdir -p "$dir"
+    port=$(free_port)
+    "$ferretdb_bin" --handler=sqlite --sqlite-url="file:$dir/" \
+        --listen-addr="127.0.0.1:$port" --state-dir="$dir" \
+        --debug-addr=- --telemetry=disable --log-level=warn \
+        > "$dir/ferretdb.log" 2>&1 &
+    ferretdb_pid=$!
+    ferretdb_uri="mongodb://127.0.0.1:$port/foko_chat"
+    for i in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$ferretdb_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "FerretDB did not start; see $dir/ferretdb.log" >&2
+    return 1
+}
+
+stop_pid() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+}
