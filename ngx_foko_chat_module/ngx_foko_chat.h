@@ -20,15 +20,42 @@
 #define NGX_FOKO_CHAT_DEFAULT_DB      "foko_chat"
 
 
+typedef struct ngx_foko_chat_jwt_conf_s   ngx_foko_chat_jwt_conf_t;
+typedef struct ngx_foko_chat_mail_conf_s  ngx_foko_chat_mail_conf_t;
+
+
+/* a thread pool named by a directive */
+typedef struct {
+    ngx_str_t                  name;
+    ngx_thread_pool_t         *pool;
+} ngx_foko_chat_pool_t;
+
+
+typedef struct {
+    uint32_t                   t_cost;       /* passes */
+    uint32_t                   m_cost;       /* KiB */
+    uint32_t                   parallelism;
+    ngx_uint_t                 concurrency;  /* hashes at once per worker */
+} ngx_foko_chat_hash_conf_t;
+
+
 typedef struct {
     ngx_str_t                  mongo_uri;
     size_t                     shm_size;
-    ngx_str_t                  thread_pool_name;
-    ngx_thread_pool_t         *thread_pool;
+    ngx_foko_chat_pool_t       storage_pool;
+    ngx_foko_chat_pool_t       hash_pool;
     ngx_shm_zone_t            *shm_zone;
 
-    /* set when some location serves the module's handlers */
+    ngx_foko_chat_hash_conf_t  hash;
+
+    /* owned by ngx_foko_chat_jwt.c and ngx_foko_chat_mail.c */
+    ngx_foko_chat_jwt_conf_t  *jwt;
+    ngx_foko_chat_mail_conf_t *mail;
+    ngx_str_t                  public_url;
+
+    /* set when some location serves the module's handlers, the API */
     unsigned                   used:1;
+    unsigned                   api:1;
 } ngx_foko_chat_main_conf_t;
 
 

@@ -9,6 +9,7 @@
 
 
 #include "ngx_foko_chat_api.h"
+#include "ngx_foko_chat_auth.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_task.h"
 #include "ngx_foko_chat_store.h"
@@ -18,26 +19,51 @@ typedef ngx_int_t (*ngx_foko_chat_route_pt)(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
 
 
-typedef struct {
+#define NGX_FOKO_CHAT_ROUTE_BODY   0x01    /* takes a JSON object */
+#define NGX_FOKO_CHAT_ROUTE_AUTH   0x02    /* needs an access token */
+
+
+struct ngx_foko_chat_route_s {
     ngx_uint_t                 method;
     char                      *path;
     ngx_foko_chat_route_pt     handler;
-} ngx_foko_chat_route_t;
+    ngx_uint_t                 flags;
+};
 
 
 static ngx_uint_t ngx_foko_chat_api_match(const char *pattern, ngx_str_t *path,
     ngx_foko_chat_api_ctx_t *ctx);
+static ngx_int_t ngx_foko_chat_api_route(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx);
+static void ngx_foko_chat_api_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_foko_chat_api_parse_body(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx);
+static void ngx_foko_chat_api_body_cleanup(void *data);
 static ngx_int_t ngx_foko_chat_api_health(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_foko_chat_api_health_done(ngx_foko_chat_task_t *task);
 
 
+#define B  NGX_FOKO_CHAT_ROUTE_BODY
+#define A  NGX_FOKO_CHAT_ROUTE_AUTH
+
 static ngx_foko_chat_route_t  ngx_foko_chat_routes[] = {
 
-    { NGX_HTTP_GET|NGX_HTTP_HEAD, "health", ngx_foko_chat_api_health },
+    { NGX_HTTP_GET|NGX_HTTP_HEAD, "health", ngx_foko_chat_api_health, 0 },
 
-    { 0, NULL, NULL }
+    { NGX_HTTP_POST, "auth/signup", ngx_foko_chat_auth_signup, B },
+    { NGX_HTTP_POST, "auth/login", ngx_foko_chat_auth_login, B },
+    { NGX_HTTP_POST, "auth/refresh", ngx_foko_chat_auth_refresh, A },
+    { NGX_HTTP_POST, "auth/password/forgot", ngx_foko_chat_auth_forgot, B },
+    { NGX_HTTP_POST, "auth/password/reset", ngx_foko_chat_auth_reset, B },
+    { NGX_HTTP_GET, "me", ngx_foko_chat_auth_me, A },
+    { NGX_HTTP_GET, "users", ngx_foko_chat_auth_users, A },
+
+    { 0, NULL, NULL, 0 }
 };
+
+#undef B
+#undef A
 
 
 ngx_int_t
@@ -81,12 +107,9 @@ ngx_foko_chat_api_handler(ngx_http_request_t *r)
             continue;
         }
 
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
+        ctx->route = route;
 
-        return route->handler(r, ctx);
+        return ngx_foko_chat_api_route(r, ctx);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -100,6 +123,166 @@ ngx_foko_chat_api_handler(ngx_http_request_t *r)
 
     return ngx_foko_chat_json_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
                                          "no such API endpoint");
+}
+
+
+static ngx_int_t
+ngx_foko_chat_api_route(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if ((ctx->route->flags & NGX_FOKO_CHAT_ROUTE_AUTH)
+        && ngx_foko_chat_auth_bearer(r, ctx) != NGX_OK)
+    {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                             "invalid_token",
+                                             "a valid access token is "
+                                             "required");
+    }
+
+    if (!(ctx->route->flags & NGX_FOKO_CHAT_ROUTE_BODY)) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ctx->route->handler(r, ctx);
+    }
+
+    if (r->headers_in.content_length_n > NGX_FOKO_CHAT_API_MAX_BODY) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_foko_chat_json_send_error(r,
+                                             NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                             "too_large",
+                                             "the request body is too large");
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_foko_chat_api_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_foko_chat_api_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_foko_chat_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_foko_chat_module);
+
+    rc = ngx_foko_chat_api_parse_body(r, ctx);
+
+    if (ctx->body) {
+        rc = ctx->route->handler(r, ctx);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* sets ctx->body, or answers with an error and returns what that returned */
+
+static ngx_int_t
+ngx_foko_chat_api_parse_body(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    u_char              *p;
+    size_t               len;
+    ssize_t              n;
+    json_t              *body;
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl;
+    json_error_t         error;
+    ngx_pool_cleanup_t  *cln;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_foko_chat_json_send_invalid(r, "body",
+                                               "must be a JSON object");
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    if (len > NGX_FOKO_CHAT_API_MAX_BODY) {
+        return ngx_foko_chat_json_send_error(r,
+                                             NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                             "too_large",
+                                             "the request body is too large");
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            ngx_memcpy(p + len, b->pos, b->last - b->pos);
+            len += b->last - b->pos;
+            continue;
+        }
+
+        /* a body past client_body_buffer_size: a small local temp file */
+
+        n = ngx_read_file(b->file, p + len, b->file_last - b->file_pos,
+                          b->file_pos);
+        if (n != b->file_last - b->file_pos) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        len += n;
+    }
+
+    body = json_loadb((char *) p, len, JSON_REJECT_DUPLICATES, &error);
+
+    if (body == NULL || !json_is_object(body)) {
+        json_decref(body);
+        return ngx_foko_chat_json_send_invalid(r, "body",
+                                               "must be a JSON object");
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        json_decref(body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_foko_chat_api_body_cleanup;
+    cln->data = body;
+
+    ctx->body = body;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_foko_chat_api_body_cleanup(void *data)
+{
+    json_decref(data);
 }
 
 
@@ -178,7 +361,7 @@ ngx_foko_chat_api_health(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
     task->run = ngx_foko_chat_store_ping_run;
     task->done = ngx_foko_chat_api_health_done;
 
-    if (ngx_foko_chat_task_post_request(task, fmcf->thread_pool, r)
+    if (ngx_foko_chat_task_post_request(task, fmcf->storage_pool.pool, r)
         != NGX_OK)
     {
         ngx_foko_chat_task_free(task);

@@ -135,3 +135,62 @@ ngx_foko_chat_json_send_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
                                          "method_not_allowed",
                                          "method not allowed here");
 }
+
+
+ngx_int_t
+ngx_foko_chat_json_send_invalid(ngx_http_request_t *r, const char *field,
+    const char *problem)
+{
+    json_t  *body;
+
+    body = json_pack("{s:{s:s,s:s++,s:s}}", "error",
+                     "code", "invalid_request",
+                     "message", field, " ", problem,
+                     "field", field);
+
+    return ngx_foko_chat_json_send(r, NGX_HTTP_BAD_REQUEST, body);
+}
+
+
+const char *
+ngx_foko_chat_json_string(json_t *obj, const char *field, size_t min,
+    size_t max, ngx_uint_t multiline, ngx_str_t *out)
+{
+    u_char  *p, *end;
+    json_t  *v;
+
+    v = json_object_get(obj, field);
+
+    if (v == NULL || json_is_null(v)) {
+        return "is required";
+    }
+
+    if (!json_is_string(v)) {
+        return "must be a string";
+    }
+
+    out->data = (u_char *) json_string_value(v);
+    out->len = json_string_length(v);
+
+    if (out->len < min) {
+        return min > 1 ? "is too short" : "must not be empty";
+    }
+
+    if (out->len > max) {
+        return "is too long";
+    }
+
+    end = out->data + out->len;
+
+    for (p = out->data; p < end; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            if (multiline && (*p == '\t' || *p == '\n')) {
+                continue;
+            }
+
+            return "must not contain control characters";
+        }
+    }
+
+    return NULL;
+}

@@ -20,6 +20,16 @@ ngx_int_t ngx_foko_chat_json_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 ngx_int_t ngx_foko_chat_json_send_not_allowed(ngx_http_request_t *r,
     ngx_uint_t methods);
+ngx_int_t ngx_foko_chat_json_send_invalid(ngx_http_request_t *r,
+    const char *field, const char *problem);
+
+/*
+ * Reads a string member: NULL if it is there and fits, else what is wrong
+ * with it.  max is in bytes; control characters are refused unless
+ * "multiline", where only tabs and line feeds pass.
+ */
+const char *ngx_foko_chat_json_string(json_t *obj, const char *field,
+    size_t min, size_t max, ngx_uint_t multiline, ngx_str_t *out);
 
 
 #endif /* _NGX_FOKO_CHAT_JSON_H_INCLUDED_ */

@@ -6,6 +6,9 @@
 
 #include "ngx_foko_chat.h"
 #include "ngx_foko_chat_api.h"
+#include "ngx_foko_chat_hash.h"
+#include "ngx_foko_chat_jwt.h"
+#include "ngx_foko_chat_mail.h"
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_store.h"
 #include "ngx_foko_chat_status.h"
@@ -50,7 +53,56 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_foko_chat_thread_pool,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_foko_chat_main_conf_t, thread_pool_name),
+      offsetof(ngx_foko_chat_main_conf_t, storage_pool),
+      NULL },
+
+    { ngx_string("foko_chat_hash_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_thread_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, hash_pool),
+      NULL },
+
+    { ngx_string("foko_chat_password_hash"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_foko_chat_hash_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, hash),
+      NULL },
+
+    { ngx_string("foko_chat_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_jwt_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_jwt_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_jwt_key_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_jwt_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_jwt_ttl,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_mail"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_foko_chat_mail_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_public_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_mail_public_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("foko_chat_api"),
@@ -116,10 +168,15 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     fmcf->mongo_uri = { 0, NULL };
-     *     fmcf->thread_pool_name = { 0, NULL };
-     *     fmcf->thread_pool = NULL;
+     *     fmcf->storage_pool = { { 0, NULL }, NULL };
+     *     fmcf->hash_pool = { { 0, NULL }, NULL };
      *     fmcf->shm_zone = NULL;
+     *     fmcf->hash = { 0, 0, 0, 0 };
+     *     fmcf->jwt = NULL;
+     *     fmcf->mail = NULL;
+     *     fmcf->public_url = { 0, NULL };
      *     fmcf->used = 0;
+     *     fmcf->api = 0;
      */
 
     fmcf->shm_size = NGX_CONF_UNSET_SIZE;
@@ -135,8 +192,12 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(fmcf->shm_size, NGX_FOKO_CHAT_SHM_DEFAULT);
 
-    if (fmcf->thread_pool_name.data == NULL) {
-        ngx_str_set(&fmcf->thread_pool_name, "default");
+    if (fmcf->storage_pool.name.data == NULL) {
+        ngx_str_set(&fmcf->storage_pool.name, "default");
+    }
+
+    if (ngx_foko_chat_mail_init_main_conf(cf, fmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (!fmcf->used) {
@@ -150,12 +211,24 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (fmcf->thread_pool == NULL) {
+    if (fmcf->storage_pool.pool == NULL) {
         /* nginx creates the "default" pool when it is referenced */
-        fmcf->thread_pool = ngx_thread_pool_add(cf, &fmcf->thread_pool_name);
-        if (fmcf->thread_pool == NULL) {
+        fmcf->storage_pool.pool = ngx_thread_pool_add(cf,
+                                                  &fmcf->storage_pool.name);
+        if (fmcf->storage_pool.pool == NULL) {
             return NGX_CONF_ERROR;
         }
+    }
+
+    if (fmcf->hash_pool.pool == NULL) {
+        /* a capped share of the storage pool: see ngx_foko_chat_hash.c */
+        fmcf->hash_pool = fmcf->storage_pool;
+    }
+
+    ngx_foko_chat_hash_init_conf(&fmcf->hash);
+
+    if (fmcf->api && ngx_foko_chat_jwt_init_conf(cf, fmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     fmcf->shm_zone = ngx_foko_chat_shm_add(cf, fmcf->shm_size);
@@ -199,12 +272,13 @@ ngx_foko_chat_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static char *
 ngx_foko_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_foko_chat_main_conf_t  *fmcf = conf;
+    ngx_str_t             *value;
+    ngx_thread_pool_t     *tp;
+    ngx_foko_chat_pool_t  *ref;
 
-    ngx_str_t           *value;
-    ngx_thread_pool_t   *tp;
+    ref = (ngx_foko_chat_pool_t *) ((char *) conf + cmd->offset);
 
-    if (fmcf->thread_pool_name.data) {
+    if (ref->name.data) {
         return "is duplicate";
     }
 
@@ -230,8 +304,8 @@ ngx_foko_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    fmcf->thread_pool_name = value[1];
-    fmcf->thread_pool = tp;
+    ref->name = value[1];
+    ref->pool = tp;
 
     return NGX_CONF_OK;
 }
@@ -279,6 +353,10 @@ ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_foko_chat_module);
     fmcf->used = 1;
 
+    if (cmd->post == ngx_foko_chat_api_handler) {
+        fmcf->api = 1;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -287,9 +365,13 @@ static ngx_int_t
 ngx_foko_chat_init_process(ngx_cycle_t *cycle)
 {
     /*
-     * Nothing here may depend on MongoDB being up: nginx does not respawn
-     * a worker whose init_process failed.
+     * Nothing here may depend on MongoDB or the mail provider being up:
+     * nginx does not respawn a worker whose init_process failed.
      */
+
+    if (ngx_foko_chat_mail_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_foko_chat_store_init_process(cycle);
 }
@@ -299,4 +381,5 @@ static void
 ngx_foko_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_foko_chat_store_exit_process(cycle);
+    ngx_foko_chat_mail_exit_process(cycle);
 }

@@ -10,6 +10,7 @@
 
 
 #include "ngx_foko_chat_shm.h"
+#include "ngx_foko_chat_limit.h"
 
 
 static ngx_int_t ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone,
@@ -82,6 +83,8 @@ ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ctx->shpool->data = ctx->sh;
     ctx->sh->created = ngx_time();
+
+    ngx_foko_chat_limit_init(ctx->sh);
 
     len = sizeof(" in foko chat zone \"\"") + shm_zone->shm.name.len;
 

@@ -25,6 +25,11 @@ typedef struct {
     ngx_atomic_t               mongo_checked;    /* time of the last probe */
     ngx_atomic_t               reloads;          /* cycles that reused us */
     time_t                     created;
+
+    /* rate limit counters: ngx_foko_chat_limit.c */
+    ngx_rbtree_t               limits;
+    ngx_rbtree_node_t          limits_sentinel;
+    ngx_queue_t                limits_lru;
 } ngx_foko_chat_sh_t;
 
 

@@ -67,8 +67,8 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
                        "state", ngx_foko_chat_mongo_states[state],
                        "checked", (json_int_t) ctx->sh->mongo_checked,
                      "tasks",
-                       "thread_pool", (char *) fmcf->thread_pool_name.data,
-                         fmcf->thread_pool_name.len,
+                       "thread_pool", (char *) fmcf->storage_pool.name.data,
+                         fmcf->storage_pool.name.len,
                        "in_flight",
                          (json_int_t) ngx_foko_chat_task_in_flight());
 

@@ -9,8 +9,6 @@
  */
 
 
-#include <mongoc/mongoc.h>
-
 #include "ngx_foko_chat_store.h"
 #include "ngx_foko_chat_shm.h"
 
@@ -20,12 +18,19 @@ typedef struct {
     char                      *db;
     ngx_event_t                probe;
     unsigned                   probing:1;
+    unsigned                   indexing:1;
+    unsigned                   indexed:1;
 } ngx_foko_chat_store_t;
 
 
 static mongoc_uri_t *ngx_foko_chat_store_uri(ngx_str_t *s, ngx_log_t *log);
 static void ngx_foko_chat_store_probe_handler(ngx_event_t *ev);
 static ngx_int_t ngx_foko_chat_store_probe_done(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_store_indexes(ngx_log_t *log);
+static void ngx_foko_chat_store_indexes_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_store_indexes_done(
+    ngx_foko_chat_task_t *task);
 
 
 static ngx_foko_chat_store_t  ngx_foko_chat_store;
@@ -155,6 +160,42 @@ ngx_foko_chat_store_exit_process(ngx_cycle_t *cycle)
 }
 
 
+mongoc_client_t *
+ngx_foko_chat_store_pop(void)
+{
+    return mongoc_client_pool_pop(ngx_foko_chat_store.pool);
+}
+
+
+const char *
+ngx_foko_chat_store_db(void)
+{
+    return ngx_foko_chat_store.db;
+}
+
+
+void
+ngx_foko_chat_store_push(mongoc_client_t *client)
+{
+    mongoc_client_pool_push(ngx_foko_chat_store.pool, client);
+}
+
+
+mongoc_collection_t *
+ngx_foko_chat_store_collection(mongoc_client_t *client, const char *name)
+{
+    return mongoc_client_get_collection(client, ngx_foko_chat_store.db, name);
+}
+
+
+void
+ngx_foko_chat_store_error(u_char *err, const char *what, bson_error_t *error)
+{
+    (void) ngx_snprintf(err, NGX_FOKO_CHAT_ERR_LEN - 1, "%s: %s%Z", what,
+                        error->message);
+}
+
+
 void
 ngx_foko_chat_store_ping_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 {
@@ -243,7 +284,7 @@ ngx_foko_chat_store_probe_handler(ngx_event_t *ev)
     task->run = ngx_foko_chat_store_ping_run;
     task->done = ngx_foko_chat_store_probe_done;
 
-    if (ngx_foko_chat_task_post(task, fmcf->thread_pool) != NGX_OK) {
+    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
         ngx_foko_chat_task_free(task);
         goto next;
     }
@@ -267,10 +308,78 @@ ngx_foko_chat_store_probe_done(ngx_foko_chat_task_t *task)
 
     ngx_foko_chat_store_report(ping->rc, ping->err, task->log);
 
+    if (ping->rc == NGX_OK && !ngx_foko_chat_store.indexed) {
+        ngx_foko_chat_store_indexes(task->log);
+    }
+
     if (!ngx_exiting && !ngx_quit) {
         ngx_add_timer(&ngx_foko_chat_store.probe,
                       NGX_FOKO_CHAT_MONGO_PROBE_MS);
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Indexes are created by every worker once MongoDB answers; creating an
+ * existing index is a no-op.  Until then uniqueness is not enforced, so
+ * the first probe runs right at start.
+ */
+
+static void
+ngx_foko_chat_store_indexes(ngx_log_t *log)
+{
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    if (ngx_foko_chat_store.indexing) {
+        return;
+    }
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_ping_t), log);
+    if (task == NULL) {
+        return;
+    }
+
+    task->run = ngx_foko_chat_store_indexes_run;
+    task->done = ngx_foko_chat_store_indexes_done;
+
+    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
+        ngx_foko_chat_task_free(task);
+        return;
+    }
+
+    ngx_foko_chat_store.indexing = 1;
+}
+
+
+static void
+ngx_foko_chat_store_indexes_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_ping_t  *result = task->data;
+
+    result->rc = ngx_foko_chat_store_users_indexes(result->err);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_store_indexes_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_ping_t  *result = task->data;
+
+    ngx_foko_chat_store.indexing = 0;
+
+    if (task->failed || result->rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, task->log, 0,
+                      "foko chat: cannot create indexes: %s", result->err);
+        return NGX_OK;
+    }
+
+    ngx_foko_chat_store.indexed = 1;
 
     return NGX_OK;
 }

@@ -9,6 +9,9 @@
 #define _NGX_FOKO_CHAT_STORE_H_INCLUDED_
 
 
+#include <mongoc/mongoc.h>
+#include <jansson.h>
+
 #include "ngx_foko_chat.h"
 #include "ngx_foko_chat_task.h"
 
@@ -36,6 +39,53 @@ typedef struct {
 /* thread side of a task whose data is an ngx_foko_chat_ping_t */
 void ngx_foko_chat_store_ping_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
+
+/* thread side: a client of this worker's pool and a collection of ours */
+mongoc_client_t *ngx_foko_chat_store_pop(void);
+const char *ngx_foko_chat_store_db(void);
+void ngx_foko_chat_store_push(mongoc_client_t *client);
+mongoc_collection_t *ngx_foko_chat_store_collection(mongoc_client_t *client,
+    const char *name);
+void ngx_foko_chat_store_error(u_char *err, const char *what,
+    bson_error_t *error);
+
+
+/* users: ngx_foko_chat_store_users.c */
+
+#define NGX_FOKO_CHAT_EMAIL_MAX        254
+#define NGX_FOKO_CHAT_USERNAME_MAX     128     /* bytes, up to 32 chars */
+#define NGX_FOKO_CHAT_USERS_PAGE       20
+
+typedef struct {
+    u_char                     id[25];
+    u_char                     email[NGX_FOKO_CHAT_EMAIL_MAX + 1];
+    u_char                     username[NGX_FOKO_CHAT_USERNAME_MAX + 1];
+    u_char                     hash[160];
+    int64_t                    ver;          /* password version */
+    int64_t                    created;      /* ms since the epoch */
+    unsigned                   invited:1;
+} ngx_foko_chat_user_t;
+
+/*
+ * Thread side.  NGX_OK; NGX_DECLINED: no such user, or for insert an email
+ * that is taken; NGX_ERROR: storage failed, with a message in err.
+ */
+ngx_int_t ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user,
+    u_char *err);
+ngx_int_t ngx_foko_chat_store_user_by_email(ngx_foko_chat_user_t *user,
+    u_char *err);
+ngx_int_t ngx_foko_chat_store_user_by_id(ngx_foko_chat_user_t *user,
+    u_char *err);
+ngx_int_t ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
+    u_char *err);
+ngx_int_t ngx_foko_chat_store_user_search(u_char *prefix, u_char *self,
+    json_t **found, u_char *err);
+ngx_int_t ngx_foko_chat_store_users_indexes(u_char *err);
+
+/* json of a user as others may see it, or with the email for its owner */
+json_t *ngx_foko_chat_user_json(ngx_foko_chat_user_t *user,
+    ngx_uint_t own);
+
 
 /* event loop side: record a probe's outcome in the shared zone */
 void ngx_foko_chat_store_report(ngx_int_t rc, u_char *err, ngx_log_t *log);

@@ -60,15 +60,14 @@ ngx_foko_chat_task_post(ngx_foko_chat_task_t *task, ngx_thread_pool_t *tp)
 
 
 /*
- * Posts a task on behalf of a request.  On NGX_OK the caller returns
- * NGX_DONE from its content handler: the extra reference taken here keeps
- * the request until "done" finalizes it, and a request cleanup tells the
- * task if the request is terminated meanwhile (the client went away).
+ * Ties a task to a request.  The caller then returns NGX_DONE from its
+ * content handler: the extra reference taken here keeps the request until
+ * "done" finalizes it, and a request cleanup tells the task if the request
+ * is terminated meanwhile (the client went away).
  */
 
 ngx_int_t
-ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
-    ngx_thread_pool_t *tp, ngx_http_request_t *r)
+ngx_foko_chat_task_attach(ngx_foko_chat_task_t *task, ngx_http_request_t *r)
 {
     ngx_http_cleanup_t  *cln;
 
@@ -77,24 +76,57 @@ ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
         return NGX_ERROR;
     }
 
+    cln->handler = ngx_foko_chat_task_request_cleanup;
+    cln->data = task;
+
     task->request = r;
     task->cleanup = cln;
     task->log = r->connection->log;
     task->thread_task.event.log = r->connection->log;
 
-    if (ngx_foko_chat_task_post(task, tp) != NGX_OK) {
-        task->request = NULL;
-        task->cleanup = NULL;
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_foko_chat_task_request_cleanup;
-    cln->data = task;
-
     r->main->count++;
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
+    ngx_thread_pool_t *tp, ngx_http_request_t *r)
+{
+    if (task->request == r) {
+        /* a further step of a task that holds the request already */
+        return ngx_foko_chat_task_post(task, tp);
+    }
+
+    if (ngx_foko_chat_task_attach(task, r) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_foko_chat_task_post(task, tp) != NGX_OK) {
+        /* undo the attachment: the caller answers the request itself */
+        task->cleanup->handler = NULL;
+        task->request = NULL;
+        r->main->count--;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* completes a task that could not be posted, as if it had run */
+
+void
+ngx_foko_chat_task_fail(ngx_foko_chat_task_t *task)
+{
+    task->failed = 1;
+
+    /* as the pool's completion would */
+    ngx_foko_chat_tasks_in_flight++;
+
+    ngx_foko_chat_task_event_handler(&task->thread_task.event);
 }
 
 
@@ -126,19 +158,21 @@ ngx_foko_chat_task_event_handler(ngx_event_t *ev)
     ngx_foko_chat_tasks_in_flight--;
 
     r = task->request;
+    c = r ? r->connection : NULL;
 
-    if (r == NULL) {
-        (void) task->done(task);
+    rc = task->done(task);
+
+    if (rc == NGX_AGAIN) {
+        /* "done" posted the task again for its next step */
+        return;
+    }
+
+    if (r == NULL || task->request == NULL) {
         ngx_foko_chat_task_free(task);
         return;
     }
 
     task->cleanup->handler = NULL;
-
-    c = r->connection;
-
-    rc = task->done(task);
-
     ngx_foko_chat_task_free(task);
 
     ngx_http_finalize_request(r, rc);

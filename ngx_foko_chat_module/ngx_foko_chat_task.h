@@ -25,7 +25,8 @@ typedef void (*ngx_foko_chat_task_run_pt)(ngx_foko_chat_task_t *task,
 /*
  * Runs on the event loop.  For a task attached to a request, task->request
  * is NULL if the request went away; otherwise the returned code finalizes
- * the request.  Detached tasks return NGX_OK.
+ * the request.  Detached tasks return NGX_OK.  NGX_AGAIN means "done" has
+ * posted the same task again for a next step: it stays attached.
  */
 typedef ngx_int_t (*ngx_foko_chat_task_done_pt)(ngx_foko_chat_task_t *task);
 
@@ -40,6 +41,15 @@ struct ngx_foko_chat_task_s {
     ngx_http_cleanup_t          *cleanup;
     ngx_log_t                   *log;
 
+    /* waiting for a thread, in a concern's own queue */
+    ngx_queue_t                  queue;
+
+    /* the task's own "done" while a concern's wrapper stands in for it */
+    ngx_foko_chat_task_done_pt   saved_done;
+
+    /* the task was never run: its thread pool refused it */
+    unsigned                     failed:1;
+
     /* the concern's own inputs and results, freed with the task */
     void                        *data;
 };
@@ -50,8 +60,11 @@ ngx_foko_chat_task_t *ngx_foko_chat_task_create(size_t data_size,
 void ngx_foko_chat_task_free(ngx_foko_chat_task_t *task);
 ngx_int_t ngx_foko_chat_task_post(ngx_foko_chat_task_t *task,
     ngx_thread_pool_t *tp);
+ngx_int_t ngx_foko_chat_task_attach(ngx_foko_chat_task_t *task,
+    ngx_http_request_t *r);
 ngx_int_t ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
     ngx_thread_pool_t *tp, ngx_http_request_t *r);
+void ngx_foko_chat_task_fail(ngx_foko_chat_task_t *task);
 ngx_uint_t ngx_foko_chat_task_in_flight(void);
 
 

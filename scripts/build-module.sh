@@ -19,7 +19,8 @@ fi
 . "$nginx_src/conf_flags"
 
 stamp=$tree/.foko-configured
-want="${NGX_CONF_FLAGS[*]} ${FOKO_CC_OPT:-}"
+# configure again whenever the flags or the add-on's file list change
+want="${NGX_CONF_FLAGS[*]} ${FOKO_CC_OPT:-} $(sha1sum < "$root/config")"
 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     rm -rf "$tree"

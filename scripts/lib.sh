@@ -11,7 +11,7 @@ apt_packages=(
     libmongoc-dev libbson-dev libjansson-dev libjwt-dev
     libcurl4-openssl-dev libargon2-dev libcrypt-dev
     libpcre2-dev libssl-dev zlib1g-dev
-    libtest-base-perl libmojolicious-perl
+    libtest-base-perl libmojolicious-perl python3-aiosmtpd
 )
 
 as_root() {
@@ -58,8 +58,22 @@ build_module() {
     "$root/scripts/build-module.sh"
 }
 
+# a free port below the kernel's ephemeral range, so that no client's own
+# ephemeral port can take it while the server is down
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - <<'PY'
+import random, socket
+for _ in range(100):
+    port = random.randint(20000, 29999)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    s.close()
+    print(port)
+    break
+PY
 }
 
 # start_ferretdb DIR: starts FerretDB with its data in DIR on a free loopback

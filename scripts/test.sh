@@ -10,8 +10,10 @@ build_module
 
 tmp=$(mktemp -d)
 ferretdb_pid=
+mailpeer_pid=
 cleanup() {
     [ -n "$ferretdb_pid" ] && stop_pid "$ferretdb_pid"
+    [ -n "$mailpeer_pid" ] && stop_pid "$mailpeer_pid"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -23,6 +25,21 @@ else
     mongo_uri=$ferretdb_uri
 fi
 
+# a real SMTP server and a SendGrid-like HTTP endpoint, with a mailbox
+mail_smtp_port=$(free_port)
+mail_http_port=$(free_port)
+/usr/bin/python3 "$root/t/lib/mailpeer.py" \
+    --smtp-port "$mail_smtp_port" --http-port "$mail_http_port" \
+    > "$tmp/mailpeer.out" 2> "$tmp/mailpeer.log" &
+mailpeer_pid=$!
+for _ in $(seq 1 50); do
+    grep -q ready "$tmp/mailpeer.out" && break
+    kill -0 "$mailpeer_pid" 2>/dev/null || { cat "$tmp/mailpeer.log" >&2; exit 1; }
+    sleep 0.1
+done
+
+export TEST_NGINX_MAIL_SMTP_PORT=$mail_smtp_port
+export TEST_NGINX_MAIL_HTTP_PORT=$mail_http_port
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-$(command -v nginx || echo /usr/sbin/nginx)}
 export TEST_NGINX_LOAD_MODULES=$root/build/ngx_foko_chat_module.so
 export TEST_NGINX_MONGO_URI=$mongo_uri

@@ -1,0 +1,513 @@
+
+/*
+ * Foko chat: the "users" collection.  Runs on pool threads only.
+ *
+ * A user document: { _id, email (lowercased, unique), username, hash,
+ * ver (password version: bumped by every reset, so that a reset token
+ * works once), created, invited (an account made by an invitation, with
+ * no password until its owner signs up) }.
+ */
+
+
+#include "ngx_foko_chat_store.h"
+
+
+#define NGX_FOKO_CHAT_DUPLICATE_KEY  11000
+
+
+/*
+ * Set by whichever thread first creates the indexes; an insert never runs
+ * before the unique email index exists.
+ */
+static volatile ngx_uint_t  ngx_foko_chat_users_indexed;
+
+
+static ngx_uint_t ngx_foko_chat_store_users_has_index(const char *name);
+static ngx_int_t ngx_foko_chat_store_user_find(bson_t *filter,
+    ngx_foko_chat_user_t *user, u_char *err);
+static void ngx_foko_chat_store_user_read(const bson_t *doc,
+    ngx_foko_chat_user_t *user);
+static void ngx_foko_chat_store_copy(const bson_t *doc, const char *key,
+    u_char *dst, size_t size);
+
+
+ngx_int_t
+ngx_foko_chat_store_users_indexes(u_char *err)
+{
+    bool              ok;
+    bson_t           *cmd;
+    bson_error_t      error;
+    mongoc_client_t  *client;
+
+    cmd = BCON_NEW("createIndexes", BCON_UTF8("users"),
+                   "indexes", "[",
+                       "{", "key", "{", "email", BCON_INT32(1), "}",
+                            "name", BCON_UTF8("email_unique"),
+                            "unique", BCON_BOOL(true), "}",
+                       "{", "key", "{", "username", BCON_INT32(1), "}",
+                            "name", BCON_UTF8("username"), "}",
+                   "]");
+
+    client = ngx_foko_chat_store_pop();
+
+    ok = mongoc_client_write_command_with_opts(client,
+                                               ngx_foko_chat_store_db(),
+                                               cmd, NULL, NULL, &error);
+
+    ngx_foko_chat_store_push(client);
+    bson_destroy(cmd);
+
+    if (!ok && !ngx_foko_chat_store_users_has_index("email_unique")) {
+        ngx_foko_chat_store_error(err, "users indexes", &error);
+        return NGX_ERROR;
+    }
+
+    ngx_foko_chat_users_indexed = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Another worker creating the same indexes at the same moment may make
+ * ours fail (some servers even drop the connection): what counts is that
+ * the index exists.
+ */
+
+static ngx_uint_t
+ngx_foko_chat_store_users_has_index(const char *name)
+{
+    bson_iter_t           it;
+    ngx_uint_t            found;
+    const bson_t         *doc;
+    mongoc_cursor_t      *cursor;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    cursor = mongoc_collection_find_indexes_with_opts(coll, NULL);
+    found = 0;
+
+    while (!found && mongoc_cursor_next(cursor, &doc)) {
+        found = bson_iter_init_find(&it, doc, "name")
+                && BSON_ITER_HOLDS_UTF8(&it)
+                && ngx_strcmp(bson_iter_utf8(&it, NULL), name) == 0;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+
+    return found;
+}
+
+
+ngx_int_t
+ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
+{
+    bool                   ok;
+    bson_t                *doc, *query, *update, reply;
+    bson_oid_t             oid;
+    bson_error_t           error;
+    bson_iter_t            it, sub;
+    mongoc_client_t       *client;
+    mongoc_collection_t   *coll;
+
+    if (!ngx_foko_chat_users_indexed
+        && ngx_foko_chat_store_users_indexes(err) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    bson_oid_init(&oid, NULL);
+
+    doc = BCON_NEW("_id", BCON_OID(&oid),
+                   "email", BCON_UTF8((char *) user->email),
+                   "username", BCON_UTF8((char *) user->username),
+                   "hash", BCON_UTF8((char *) user->hash),
+                   "ver", BCON_INT64(user->ver),
+                   "created", BCON_DATE_TIME(user->created));
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &error);
+    bson_destroy(doc);
+
+    if (ok) {
+        bson_oid_to_string(&oid, (char *) user->id);
+        goto done;
+    }
+
+    if (error.code != NGX_FOKO_CHAT_DUPLICATE_KEY) {
+        ngx_foko_chat_store_error(err, "users insert", &error);
+        goto failed;
+    }
+
+    /* the email is taken: by an invited account, it is claimed now */
+
+    query = BCON_NEW("email", BCON_UTF8((char *) user->email),
+                     "invited", BCON_BOOL(true));
+    update = BCON_NEW("$set", "{",
+                          "username", BCON_UTF8((char *) user->username),
+                          "hash", BCON_UTF8((char *) user->hash),
+                          "created", BCON_DATE_TIME(user->created),
+                      "}",
+                      "$unset", "{", "invited", BCON_UTF8(""), "}");
+
+    ok = mongoc_collection_find_and_modify(coll, query, NULL, update, NULL,
+                                           false, false, true, &reply,
+                                           &error);
+    bson_destroy(query);
+    bson_destroy(update);
+
+    if (!ok) {
+        bson_destroy(&reply);
+        ngx_foko_chat_store_error(err, "users claim", &error);
+        goto failed;
+    }
+
+    if (!bson_iter_init_find(&it, &reply, "value")
+        || !BSON_ITER_HOLDS_DOCUMENT(&it)
+        || !bson_iter_recurse(&it, &sub)
+        || !bson_iter_find(&sub, "_id")
+        || !BSON_ITER_HOLDS_OID(&sub))
+    {
+        bson_destroy(&reply);
+        mongoc_collection_destroy(coll);
+        ngx_foko_chat_store_push(client);
+        return NGX_DECLINED;
+    }
+
+    bson_oid_to_string(bson_iter_oid(&sub), (char *) user->id);
+    bson_destroy(&reply);
+
+done:
+
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+
+    return NGX_OK;
+
+failed:
+
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_foko_chat_store_user_by_email(ngx_foko_chat_user_t *user, u_char *err)
+{
+    bson_t     *filter;
+    ngx_int_t   rc;
+
+    filter = BCON_NEW("email", BCON_UTF8((char *) user->email));
+    rc = ngx_foko_chat_store_user_find(filter, user, err);
+    bson_destroy(filter);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_foko_chat_store_user_by_id(ngx_foko_chat_user_t *user, u_char *err)
+{
+    bson_t      *filter;
+    ngx_int_t    rc;
+    bson_oid_t   oid;
+
+    if (!bson_oid_is_valid((char *) user->id, 24)) {
+        return NGX_DECLINED;
+    }
+
+    bson_oid_init_from_string(&oid, (char *) user->id);
+
+    filter = BCON_NEW("_id", BCON_OID(&oid));
+    rc = ngx_foko_chat_store_user_find(filter, user, err);
+    bson_destroy(filter);
+
+    return rc;
+}
+
+
+/*
+ * Sets user->hash if the stored password version still is user->ver, and
+ * bumps the version: a reset token carries the version it was issued for,
+ * so it works once, and a reset voids all older tokens.
+ */
+
+ngx_int_t
+ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
+    u_char *err)
+{
+    bool                  ok;
+    bson_t               *query, *update, reply, doc;
+    uint32_t              len;
+    bson_oid_t            oid;
+    bson_iter_t           it;
+    const uint8_t        *data;
+    bson_error_t          error;
+    ngx_int_t             rc;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+
+    if (!bson_oid_is_valid((char *) user->id, 24)) {
+        return NGX_DECLINED;
+    }
+
+    bson_oid_init_from_string(&oid, (char *) user->id);
+
+    query = BCON_NEW("_id", BCON_OID(&oid), "ver", BCON_INT64(user->ver));
+    update = BCON_NEW("$set", "{",
+                          "hash", BCON_UTF8((char *) user->hash),
+                          "ver", BCON_INT64(user->ver + 1),
+                      "}",
+                      "$unset", "{", "invited", BCON_UTF8(""), "}");
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    ok = mongoc_collection_find_and_modify(coll, query, NULL, update, NULL,
+                                           false, false, true, &reply,
+                                           &error);
+    bson_destroy(query);
+    bson_destroy(update);
+
+    rc = NGX_DECLINED;
+
+    if (!ok) {
+        ngx_foko_chat_store_error(err, "users set password", &error);
+        rc = NGX_ERROR;
+
+    } else if (bson_iter_init_find(&it, &reply, "value")
+               && BSON_ITER_HOLDS_DOCUMENT(&it))
+    {
+        bson_iter_document(&it, &len, &data);
+
+        if (bson_init_static(&doc, data, len)) {
+            ngx_foko_chat_store_user_read(&doc, user);
+            rc = NGX_OK;
+        }
+    }
+
+    bson_destroy(&reply);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+
+    return rc;
+}
+
+
+/* users whose name starts with "prefix", case-insensitively, but "self" */
+
+ngx_int_t
+ngx_foko_chat_store_user_search(u_char *prefix, u_char *self, json_t **found,
+    u_char *err)
+{
+    u_char                *p, *q, *pattern;
+    bson_t                *filter, *opts;
+    json_t                *list, *item;
+    size_t                 len;
+    bson_oid_t             oid;
+    bson_error_t           error;
+    const bson_t          *doc;
+    ngx_int_t              rc;
+    mongoc_cursor_t       *cursor;
+    mongoc_client_t       *client;
+    mongoc_collection_t   *coll;
+    ngx_foko_chat_user_t   user;
+
+    /* the prefix is matched literally: regex metacharacters are escaped */
+
+    len = ngx_strlen(prefix);
+
+    pattern = malloc(2 * len + 2);
+    if (pattern == NULL) {
+        ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
+        return NGX_ERROR;
+    }
+
+    q = pattern;
+    *q++ = '^';
+
+    for (p = prefix; *p; p++) {
+        if (ngx_strchr("\\^$.|?*+()[]{}", *p)) {
+            *q++ = '\\';
+        }
+
+        *q++ = *p;
+    }
+
+    *q = '\0';
+
+    bson_oid_init_from_string(&oid, (char *) self);
+
+    filter = BCON_NEW("username", "{", "$regex", BCON_UTF8((char *) pattern),
+                                       "$options", BCON_UTF8("i"), "}",
+                      "invited", "{", "$exists", BCON_BOOL(false), "}",
+                      "_id", "{", "$ne", BCON_OID(&oid), "}");
+    opts = BCON_NEW("limit", BCON_INT64(NGX_FOKO_CHAT_USERS_PAGE),
+                    "sort", "{", "username", BCON_INT32(1), "}",
+                    "projection", "{", "username", BCON_INT32(1), "}");
+    free(pattern);
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    list = json_array();
+    rc = NGX_OK;
+
+    while (list && mongoc_cursor_next(cursor, &doc)) {
+        ngx_memzero(&user, sizeof(ngx_foko_chat_user_t));
+        ngx_foko_chat_store_user_read(doc, &user);
+
+        item = ngx_foko_chat_user_json(&user, 0);
+        if (item == NULL || json_array_append_new(list, item) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        ngx_foko_chat_store_error(err, "users search", &error);
+        rc = NGX_ERROR;
+
+    } else if (list == NULL) {
+        ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
+        rc = NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        json_decref(list);
+        list = NULL;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    *found = list;
+
+    return rc;
+}
+
+
+json_t *
+ngx_foko_chat_user_json(ngx_foko_chat_user_t *user, ngx_uint_t own)
+{
+    json_t  *j;
+
+    j = json_pack("{s:s,s:s}", "id", (char *) user->id,
+                  "username", (char *) user->username);
+
+    if (j && own) {
+        if (json_object_set_new(j, "email",
+                                json_string((char *) user->email))
+            != 0)
+        {
+            json_decref(j);
+            return NULL;
+        }
+    }
+
+    return j;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_store_user_find(bson_t *filter, ngx_foko_chat_user_t *user,
+    u_char *err)
+{
+    bson_error_t          error;
+    ngx_int_t             rc;
+    const bson_t         *doc;
+    mongoc_cursor_t      *cursor;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    cursor = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
+
+    if (mongoc_cursor_next(cursor, &doc)) {
+        ngx_foko_chat_store_user_read(doc, user);
+        rc = NGX_OK;
+
+    } else if (mongoc_cursor_error(cursor, &error)) {
+        ngx_foko_chat_store_error(err, "users find", &error);
+        rc = NGX_ERROR;
+
+    } else {
+        rc = NGX_DECLINED;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+
+    return rc;
+}
+
+
+static void
+ngx_foko_chat_store_user_read(const bson_t *doc, ngx_foko_chat_user_t *user)
+{
+    bson_iter_t  it;
+
+    if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_OID(&it)) {
+        bson_oid_to_string(bson_iter_oid(&it), (char *) user->id);
+    }
+
+    ngx_foko_chat_store_copy(doc, "email", user->email, sizeof(user->email));
+    ngx_foko_chat_store_copy(doc, "username", user->username,
+                             sizeof(user->username));
+    ngx_foko_chat_store_copy(doc, "hash", user->hash, sizeof(user->hash));
+
+    if (bson_iter_init_find(&it, doc, "ver")) {
+        user->ver = bson_iter_as_int64(&it);
+    }
+
+    if (bson_iter_init_find(&it, doc, "created")
+        && BSON_ITER_HOLDS_DATE_TIME(&it))
+    {
+        user->created = bson_iter_date_time(&it);
+    }
+
+    user->invited = bson_iter_init_find(&it, doc, "invited")
+                    && bson_iter_as_bool(&it);
+}
+
+
+static void
+ngx_foko_chat_store_copy(const bson_t *doc, const char *key, u_char *dst,
+    size_t size)
+{
+    uint32_t     len;
+    const char  *s;
+    bson_iter_t  it;
+
+    dst[0] = '\0';
+
+    if (!bson_iter_init_find(&it, doc, key) || !BSON_ITER_HOLDS_UTF8(&it)) {
+        return;
+    }
+
+    s = bson_iter_utf8(&it, &len);
+
+    if (len >= size) {
+        len = size - 1;
+    }
+
+    ngx_memcpy(dst, s, len);
+    dst[len] = '\0';
+}
