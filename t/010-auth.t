@@ -135,10 +135,19 @@ for my $case (@bad) {
     is $res->{error}{field}, $field, "$name names \"$field\"";
 }
 
+my $kept = unique_email('kept');
+api(POST => '/api/auth/signup',
+    { email => $kept, password => 'short', username => 'kept' });
+api(POST => '/api/auth/signup',
+    { email => $kept, password => 'correct horse', username => "a\tb" });
+($status) = api(POST => '/api/auth/login',
+    { email => $kept, password => 'short' });
+is $status, 401, 'a refused signup wrote nothing';
+
 ($status, $res) = api(POST => '/api/auth/signup',
-    { email => unique_email(), password => 'correct horse', username => 'ok',
+    { email => $kept, password => 'correct horse', username => 'ok',
       extra => 'ignored' });
-is $status, 201, 'unknown fields are ignored';
+is $status, 201, 'unknown fields are ignored (and the email was free)';
 
 ($status, $res) = api(POST => '/api/auth/signup',
     '{"email":"' . ('a' x 70000) . '"}');

@@ -173,6 +173,40 @@ is_deeply \@codes, [202, 202, 202, 429],
 
 stop_foko();
 
+# a failing provider is retried, a silent one given up: never in the way
+
+start_foko(http_config => "    foko_chat_mail sendgrid key_file=$dir/sendgrid.key "
+    . "from=chat\@example.org url=http://127.0.0.1:$http timeout=1s;\n"
+    . "    foko_chat_public_url https://chat.example.org;\n");
+
+my $failing = unique_email('fail');
+my $slow = unique_email('slow');
+signup(email => $failing, username => 'Failing');
+signup(email => $slow, username => 'Slow');
+
+($status) = api(POST => '/api/auth/password/forgot', { email => $slow },
+                timeout => 0.9);
+is $status, 202, 'forgot answers at once while the provider hangs';
+($status) = api(POST => '/api/auth/password/forgot', { email => $failing });
+is $status, 202, 'and while it fails';
+
+$mails = mails_to($failing, 15);
+is scalar @$mails, 1, 'the failing provider\'s mail arrives after retries';
+is mailbox("/attempts?to=$failing")->{sendgrid}, 3,
+    'on the third attempt';
+
+my $given_up;
+for (1 .. 100) {
+    last if ($given_up = error_log_text()
+             =~ /mail to "\Q$slow\E".*giving up/);
+    sleep 0.1;
+}
+ok $given_up, 'the silent provider is given up after the bounded attempts';
+is mailbox("/attempts?to=$slow")->{sendgrid}, 3, 'three of them';
+unlike error_log_text(), qr/token=/, 'no reset link in the log';
+
+stop_foko();
+
 # no mail transport configured: the call still behaves, the log says why
 
 start_foko();
