@@ -233,3 +233,81 @@ invalid parameter "t=0" in "foko_chat_password_hash"
 --- error_log
 [emerg]
 unknown thread pool "hashing" in "foko_chat_hash_thread_pool"
+
+
+
+=== TEST 16: an unknown mail transport
+--- http_config
+    foko_chat_mongo_uri $TEST_NGINX_MONGO_URI;
+    foko_chat_mail carrier-pigeon from=chat@example.org;
+    foko_chat_public_url https://chat.example.org;
+--- config
+    location = /status {
+        foko_chat_status;
+    }
+--- must_die
+--- error_log
+[emerg]
+invalid mail transport "carrier-pigeon" in "foko_chat_mail"
+
+
+
+=== TEST 17: mail without a sender
+--- http_config
+    foko_chat_mongo_uri $TEST_NGINX_MONGO_URI;
+    foko_chat_mail smtp://127.0.0.1:25 timeout=5s;
+    foko_chat_public_url https://chat.example.org;
+--- config
+    location = /status {
+        foko_chat_status;
+    }
+--- must_die
+--- error_log
+[emerg]
+"foko_chat_mail smtp://127.0.0.1:25" needs "from=<address>"
+
+
+
+=== TEST 18: a SendGrid key file that does not exist
+--- http_config
+    foko_chat_mongo_uri $TEST_NGINX_MONGO_URI;
+    foko_chat_mail sendgrid key_file=/nonexistent/sendgrid.key from=chat@example.org;
+    foko_chat_public_url https://chat.example.org;
+--- config
+    location = /status {
+        foko_chat_status;
+    }
+--- must_die
+--- error_log
+[emerg]
+cannot open key_file "/nonexistent/sendgrid.key" of "foko_chat_mail"
+
+
+
+=== TEST 19: mail without a public URL for its links
+--- http_config
+    foko_chat_mongo_uri $TEST_NGINX_MONGO_URI;
+    foko_chat_mail smtp://127.0.0.1:25 from=chat@example.org;
+--- config
+    location = /status {
+        foko_chat_status;
+    }
+--- must_die
+--- error_log
+[emerg]
+"foko_chat_mail" needs "foko_chat_public_url"
+
+
+
+=== TEST 20: a public URL that is not http(s)
+--- http_config
+    foko_chat_mongo_uri $TEST_NGINX_MONGO_URI;
+    foko_chat_public_url ftp://chat.example.org;
+--- config
+    location = /status {
+        foko_chat_status;
+    }
+--- must_die
+--- error_log
+[emerg]
+invalid URL "ftp://chat.example.org" in "foko_chat_public_url"
