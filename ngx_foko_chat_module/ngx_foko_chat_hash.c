@@ -109,6 +109,15 @@ ngx_foko_chat_hash_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    /* argon2 needs at least 8 KiB of memory per lane */
+
+    if (hcf->m_cost < 8 * hcf->parallelism) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": m= must be at least p= times 8k",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 
 invalid:

@@ -11,8 +11,14 @@
  */
 
 
-#include <openssl/pem.h>
+#include <openssl/opensslv.h>
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+#include <openssl/core_names.h>
+#endif
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/pem.h>
 
 #include "ngx_foko_chat_jwt.h"
 
@@ -21,6 +27,7 @@ static ngx_foko_chat_jwt_conf_t *ngx_foko_chat_jwt_conf(ngx_conf_t *cf,
     ngx_foko_chat_main_conf_t *fmcf);
 static ngx_int_t ngx_foko_chat_jwt_public_key(ngx_conf_t *cf,
     ngx_foko_chat_jwt_conf_t *jcf, ngx_str_t *file);
+static ngx_uint_t ngx_foko_chat_jwt_is_p256(EVP_PKEY *pkey);
 
 
 static ngx_foko_chat_jwt_conf_t *
@@ -147,7 +154,9 @@ ngx_foko_chat_jwt_public_key(ngx_conf_t *cf, ngx_foko_chat_jwt_conf_t *jcf,
     if (type == EVP_PKEY_RSA) {
         jcf->alg = JWT_ALG_RS256;
 
-    } else if (type == EVP_PKEY_EC && EVP_PKEY_bits(pkey) == 256) {
+    } else if (type == EVP_PKEY_EC
+               && ngx_foko_chat_jwt_is_p256(pkey))
+    {
         jcf->alg = JWT_ALG_ES256;
 
     } else {
@@ -212,6 +221,38 @@ done:
     BIO_free(in);
 
     return rc;
+}
+
+
+/* ES256 is ECDSA on P-256 only; other 256-bit curves do not qualify */
+
+static ngx_uint_t
+ngx_foko_chat_jwt_is_p256(EVP_PKEY *pkey)
+{
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+
+    char    name[64];
+    size_t  len;
+
+    if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME,
+                                        name, sizeof(name), &len))
+    {
+        return 0;
+    }
+
+    return ngx_strcmp(name, SN_X9_62_prime256v1) == 0
+           || ngx_strcmp(name, "P-256") == 0;
+
+#else
+
+    const EC_KEY  *ec;
+
+    ec = EVP_PKEY_get0_EC_KEY(pkey);
+
+    return ec != NULL
+           && EC_GROUP_get_curve_name(EC_KEY_get0_group(ec))
+              == NID_X9_62_prime256v1;
+#endif
 }
 
 

@@ -30,6 +30,10 @@ typedef struct {
     ngx_rbtree_t               limits;
     ngx_rbtree_node_t          limits_sentinel;
     ngx_queue_t                limits_lru;
+
+    /* channels' seq counters: ngx_foko_chat_seq.c */
+    ngx_rbtree_t               seqs;
+    ngx_rbtree_node_t          seqs_sentinel;
 } ngx_foko_chat_sh_t;
 
 

@@ -311,3 +311,19 @@ cannot open key_file "/nonexistent/sendgrid.key" of "foko_chat_mail"
 --- error_log
 [emerg]
 invalid URL "ftp://chat.example.org" in "foko_chat_public_url"
+
+
+
+=== TEST 21: argon2 memory below 8k per lane
+--- http_config
+    foko_chat_mongo_uri $TEST_NGINX_MONGO_URI;
+    foko_chat_jwt_secret test-secret-0123456789abcdefghijklmnop;
+    foko_chat_password_hash argon2id m=8k p=2;
+--- config
+    location /api/ {
+        foko_chat_api;
+    }
+--- must_die
+--- error_log
+[emerg]
+"foko_chat_password_hash": m= must be at least p= times 8k

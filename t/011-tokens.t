@@ -147,4 +147,17 @@ for my $kind (['RS256', 'openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits
 unlike error_log_text(), qr/\[(error|alert|crit|emerg)\]/,
     'nothing above info in the log';
 
+# a 256-bit curve that is not P-256 is no ES256 key
+
+system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:secp256k1 "
+       . "-out $dir/k1.pem 2>/dev/null") == 0 or die "cannot make a key\n";
+setup_servroot();
+write_conf(http_config => "    foko_chat_mongo_uri $ENV{TEST_NGINX_MONGO_URI};\n"
+    . "    foko_chat_jwt_key_file $dir/k1.pem;\n",
+    config => "location /api/ { foko_chat_api; }\n");
+my ($started, $output) = start_nginx();
+ok !$started, 'a secp256k1 key is refused';
+like error_log_text() . $output, qr/neither an RSA nor an EC P-256 key/,
+    'naming the key';
+
 done_testing;

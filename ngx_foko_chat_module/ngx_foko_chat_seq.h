@@ -1,0 +1,37 @@
+
+/*
+ * Foko chat: per-channel message sequence counters in the shared zone.
+ */
+
+
+#ifndef _NGX_FOKO_CHAT_SEQ_H_INCLUDED_
+#define _NGX_FOKO_CHAT_SEQ_H_INCLUDED_
+
+
+#include "ngx_foko_chat.h"
+#include "ngx_foko_chat_shm.h"
+
+
+void ngx_foko_chat_seq_init(ngx_foko_chat_sh_t *sh);
+
+/*
+ * The next seq of a channel: NGX_OK with *seq; NGX_DECLINED if the counter
+ * is not loaded yet (the caller reads the highest stored seq and calls
+ * ngx_foko_chat_seq_load); NGX_ERROR if the zone is full.
+ */
+ngx_int_t ngx_foko_chat_seq_next(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t *seq);
+
+/* the highest seq handed out, or -1 if the counter is not loaded */
+int64_t ngx_foko_chat_seq_last(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel);
+
+/*
+ * Starts a counter at the highest stored seq, unless another worker did
+ * meanwhile: then that counter stands.
+ */
+ngx_int_t ngx_foko_chat_seq_load(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t stored);
+
+
+#endif /* _NGX_FOKO_CHAT_SEQ_H_INCLUDED_ */
