@@ -39,6 +39,21 @@ typedef struct {
 } ngx_foko_chat_hash_conf_t;
 
 
+/* so many events per window; max 0 is "not set" while parsing */
+typedef struct {
+    ngx_uint_t                 max;
+    time_t                     window;       /* seconds */
+} ngx_foko_chat_limit_t;
+
+
+#define NGX_FOKO_CHAT_LIMIT_LOGIN_ACCOUNT    0
+#define NGX_FOKO_CHAT_LIMIT_LOGIN_ADDRESS    1
+#define NGX_FOKO_CHAT_LIMIT_FORGOT_ACCOUNT   2
+#define NGX_FOKO_CHAT_LIMIT_FORGOT_ADDRESS   3
+#define NGX_FOKO_CHAT_LIMIT_SIGNUP_ADDRESS   4
+#define NGX_FOKO_CHAT_LIMITS                 5
+
+
 typedef struct {
     ngx_str_t                  mongo_uri;
     size_t                     shm_size;
@@ -47,6 +62,12 @@ typedef struct {
     ngx_shm_zone_t            *shm_zone;
 
     ngx_foko_chat_hash_conf_t  hash;
+
+    ngx_foko_chat_limit_t      limits[NGX_FOKO_CHAT_LIMITS];
+
+    ngx_uint_t                 max_members;
+    size_t                     max_message_size;
+    ngx_uint_t                 write_queue;
 
     /* owned by ngx_foko_chat_jwt.c and ngx_foko_chat_mail.c */
     ngx_foko_chat_jwt_conf_t  *jwt;

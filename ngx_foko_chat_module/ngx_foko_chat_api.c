@@ -10,7 +10,9 @@
 
 #include "ngx_foko_chat_api.h"
 #include "ngx_foko_chat_auth.h"
+#include "ngx_foko_chat_channels.h"
 #include "ngx_foko_chat_json.h"
+#include "ngx_foko_chat_messages.h"
 #include "ngx_foko_chat_task.h"
 #include "ngx_foko_chat_store.h"
 
@@ -56,8 +58,27 @@ static ngx_foko_chat_route_t  ngx_foko_chat_routes[] = {
     { NGX_HTTP_POST, "auth/refresh", ngx_foko_chat_auth_refresh, A },
     { NGX_HTTP_POST, "auth/password/forgot", ngx_foko_chat_auth_forgot, B },
     { NGX_HTTP_POST, "auth/password/reset", ngx_foko_chat_auth_reset, B },
+    { NGX_HTTP_POST, "auth/invite/accept", ngx_foko_chat_auth_accept, B },
     { NGX_HTTP_GET, "me", ngx_foko_chat_auth_me, A },
     { NGX_HTTP_GET, "users", ngx_foko_chat_auth_users, A },
+
+    { NGX_HTTP_GET, "channels", ngx_foko_chat_channels_list, A },
+    { NGX_HTTP_POST, "channels", ngx_foko_chat_channels_create, A|B },
+    { NGX_HTTP_GET, "channels/:id", ngx_foko_chat_channels_get, A },
+    { NGX_HTTP_PATCH, "channels/:id", ngx_foko_chat_channels_rename, A|B },
+    { NGX_HTTP_POST, "channels/:id/invite", ngx_foko_chat_channels_invite,
+      A|B },
+    { NGX_HTTP_DELETE, "channels/:id/members/me",
+      ngx_foko_chat_channels_leave, A },
+
+    { NGX_HTTP_GET, "channels/:id/messages", ngx_foko_chat_messages_list, A },
+    { NGX_HTTP_POST, "channels/:id/messages", ngx_foko_chat_messages_post,
+      A|B },
+    { NGX_HTTP_PATCH, "channels/:id/messages/:mid",
+      ngx_foko_chat_messages_edit, A|B },
+    { NGX_HTTP_DELETE, "channels/:id/messages/:mid",
+      ngx_foko_chat_messages_delete, A },
+    { NGX_HTTP_POST, "channels/:id/read", ngx_foko_chat_messages_read, A|B },
 
     { 0, NULL, NULL, 0 }
 };

@@ -33,28 +33,15 @@ typedef struct {
     u_char                     query[NGX_FOKO_CHAT_QUERY_MAX + 1];
     json_t                    *found;
     ngx_foko_chat_hash_conf_t  hash;
+    long                       token_ver;
+    const char                *kind;        /* reset or invite */
     unsigned                   with_token:1;
 } ngx_foko_chat_auth_op_t;
 
 
-static ngx_foko_chat_limit_t  ngx_foko_chat_login_account_limit = {
-    10, 15 * 60
-};
-
-static ngx_foko_chat_limit_t  ngx_foko_chat_login_address_limit = {
-    50, 15 * 60
-};
-
-static ngx_foko_chat_limit_t  ngx_foko_chat_forgot_account_limit = {
-    3, 60 * 60
-};
-
-static ngx_foko_chat_limit_t  ngx_foko_chat_forgot_address_limit = {
-    10, 60 * 60
-};
-
-
 static ngx_foko_chat_task_t *ngx_foko_chat_auth_task(ngx_http_request_t *r);
+static ngx_int_t ngx_foko_chat_auth_redeem(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx, const char *kind);
 static ngx_int_t ngx_foko_chat_auth_storage(ngx_http_request_t *r,
     ngx_foko_chat_task_t *task, ngx_foko_chat_task_run_pt run,
     ngx_foko_chat_task_done_pt done);
@@ -70,9 +57,8 @@ static const char *ngx_foko_chat_auth_email(json_t *body, u_char *out,
 static const char *ngx_foko_chat_auth_password(json_t *body,
     ngx_foko_chat_auth_op_t *op, ngx_uint_t strict);
 static const char *ngx_foko_chat_auth_username(json_t *body, u_char *out);
-static ngx_int_t ngx_foko_chat_auth_limited(ngx_http_request_t *r,
-    const char *what, u_char *email, ngx_foko_chat_limit_t **limits,
-    ngx_uint_t hit);
+static ngx_uint_t ngx_foko_chat_auth_limited(ngx_http_request_t *r,
+    const char *what, u_char *email, ngx_uint_t *limits, ngx_int_t *rc);
 static ngx_str_t *ngx_foko_chat_auth_key(ngx_http_request_t *r,
     const char *what, ngx_uint_t which, u_char *email);
 
@@ -110,14 +96,18 @@ static ngx_int_t ngx_foko_chat_auth_reset_done(ngx_foko_chat_task_t *task);
 #define NGX_FOKO_CHAT_LIMIT_ADDRESS   1
 
 
-static ngx_foko_chat_limit_t  *ngx_foko_chat_login_limits[] = {
-    &ngx_foko_chat_login_account_limit,
-    &ngx_foko_chat_login_address_limit
+/* the account's and the address's limits of each kind of attempt */
+
+static ngx_uint_t  ngx_foko_chat_login_limits[] = {
+    NGX_FOKO_CHAT_LIMIT_LOGIN_ACCOUNT, NGX_FOKO_CHAT_LIMIT_LOGIN_ADDRESS
 };
 
-static ngx_foko_chat_limit_t  *ngx_foko_chat_forgot_limits[] = {
-    &ngx_foko_chat_forgot_account_limit,
-    &ngx_foko_chat_forgot_address_limit
+static ngx_uint_t  ngx_foko_chat_forgot_limits[] = {
+    NGX_FOKO_CHAT_LIMIT_FORGOT_ACCOUNT, NGX_FOKO_CHAT_LIMIT_FORGOT_ADDRESS
+};
+
+static ngx_uint_t  ngx_foko_chat_signup_limits[] = {
+    0, NGX_FOKO_CHAT_LIMIT_SIGNUP_ADDRESS
 };
 
 
@@ -126,6 +116,7 @@ static ngx_foko_chat_limit_t  *ngx_foko_chat_forgot_limits[] = {
 ngx_int_t
 ngx_foko_chat_auth_signup(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
 {
+    ngx_int_t                 rc;
     const char               *field, *problem;
     ngx_foko_chat_task_t     *task;
     ngx_foko_chat_auth_op_t  *op;
@@ -153,6 +144,15 @@ ngx_foko_chat_auth_signup(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
     if (problem) {
         ngx_foko_chat_task_free(task);
         return ngx_foko_chat_json_send_invalid(r, field, problem);
+    }
+
+    /* hashing is costly: sign-ups are limited per client address */
+
+    if (ngx_foko_chat_auth_limited(r, "signup", NULL,
+                                   ngx_foko_chat_signup_limits, &rc))
+    {
+        ngx_foko_chat_task_free(task);
+        return rc;
     }
 
     op->user.created = (int64_t) ngx_time() * 1000;
@@ -254,9 +254,9 @@ ngx_foko_chat_auth_login(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
         return ngx_foko_chat_json_send_invalid(r, field, problem);
     }
 
-    rc = ngx_foko_chat_auth_limited(r, "login", op->user.email,
-                                    ngx_foko_chat_login_limits, 0);
-    if (rc != NGX_OK) {
+    if (ngx_foko_chat_auth_limited(r, "login", op->user.email,
+                                   ngx_foko_chat_login_limits, &rc))
+    {
         ngx_foko_chat_task_free(task);
         return rc;
     }
@@ -308,7 +308,6 @@ ngx_foko_chat_auth_login_done(ngx_foko_chat_task_t *task)
 {
     ngx_foko_chat_auth_op_t  *op = task->data;
 
-    ngx_uint_t                i;
     ngx_str_t                *key;
     ngx_http_request_t       *r;
     ngx_foko_chat_shm_ctx_t  *shm;
@@ -326,20 +325,21 @@ ngx_foko_chat_auth_login_done(ngx_foko_chat_task_t *task)
     shm = ngx_foko_chat_shm_get(r);
 
     if (op->rc == NGX_OK) {
+        /* a success clears the account's failures and is not counted */
+
         key = ngx_foko_chat_auth_key(r, "login", NGX_FOKO_CHAT_LIMIT_ACCOUNT,
                                      op->user.email);
         if (key) {
             ngx_foko_chat_limit_clear(shm, key);
         }
 
-        return ngx_foko_chat_auth_send_session(r, NGX_HTTP_OK, &op->user, 1);
-    }
-
-    for (i = 0; i < 2; i++) {
-        key = ngx_foko_chat_auth_key(r, "login", i, op->user.email);
+        key = ngx_foko_chat_auth_key(r, "login", NGX_FOKO_CHAT_LIMIT_ADDRESS,
+                                     op->user.email);
         if (key) {
-            ngx_foko_chat_limit_hit(shm, key, ngx_foko_chat_login_limits[i]);
+            ngx_foko_chat_limit_refund(shm, key);
         }
+
+        return ngx_foko_chat_auth_send_session(r, NGX_HTTP_OK, &op->user, 1);
     }
 
     ngx_log_error(NGX_LOG_INFO, task->log, 0,
@@ -385,6 +385,7 @@ ngx_foko_chat_auth_caller(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx,
 
     op = task->data;
     op->with_token = with_token;
+    op->token_ver = ctx->claims.ver;
     ngx_memcpy(op->user.id, ctx->claims.sub, sizeof(op->user.id));
 
     if (ngx_foko_chat_auth_storage(r, task, ngx_foko_chat_auth_by_id_run,
@@ -419,6 +420,14 @@ ngx_foko_chat_auth_caller_done(ngx_foko_chat_task_t *task)
                                              "the account no longer exists");
     }
 
+    if (op->token_ver >= 0 && op->token_ver != op->user.ver) {
+        return ngx_foko_chat_json_send_error(task->request,
+                                             NGX_HTTP_UNAUTHORIZED,
+                                             "invalid_token",
+                                             "the password has changed "
+                                             "since; sign in again");
+    }
+
     return ngx_foko_chat_auth_send_session(task->request, NGX_HTTP_OK,
                                            &op->user, op->with_token);
 }
@@ -444,7 +453,9 @@ ngx_foko_chat_auth_users(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
 
     if (ngx_http_arg(r, (u_char *) "q", 1, &q) == NGX_OK) {
 
-        if (q.len > 3 * NGX_FOKO_CHAT_QUERY_MAX) {
+        /* unescaping never lengthens: a longer q is too long decoded too */
+
+        if (q.len > NGX_FOKO_CHAT_QUERY_MAX) {
             ngx_foko_chat_task_free(task);
             return ngx_foko_chat_json_send_invalid(r, "q", "is too long");
         }
@@ -542,9 +553,9 @@ ngx_foko_chat_auth_forgot(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
         return ngx_foko_chat_json_send_invalid(r, "email", problem);
     }
 
-    rc = ngx_foko_chat_auth_limited(r, "forgot", op->user.email,
-                                    ngx_foko_chat_forgot_limits, 1);
-    if (rc != NGX_OK) {
+    if (ngx_foko_chat_auth_limited(r, "forgot", op->user.email,
+                                   ngx_foko_chat_forgot_limits, &rc))
+    {
         ngx_foko_chat_task_free(task);
         return rc;
     }
@@ -635,8 +646,28 @@ ngx_foko_chat_auth_forgot_done(ngx_foko_chat_task_t *task)
 ngx_int_t
 ngx_foko_chat_auth_reset(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
 {
+    return ngx_foko_chat_auth_redeem(r, ctx, NGX_FOKO_CHAT_TOKEN_RESET);
+}
+
+
+/*
+ * POST /api/auth/invite/accept {token, password, username}: an invited
+ * account, proven by the link mailed to it, chooses its name and password.
+ */
+
+ngx_int_t
+ngx_foko_chat_auth_accept(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
+{
+    return ngx_foko_chat_auth_redeem(r, ctx, NGX_FOKO_CHAT_TOKEN_INVITE);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_auth_redeem(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx,
+    const char *kind)
+{
     ngx_str_t                   token;
-    const char                 *problem;
+    const char                 *field, *problem;
     ngx_foko_chat_task_t       *task;
     ngx_foko_chat_claims_t      claims;
     ngx_foko_chat_auth_op_t    *op;
@@ -656,23 +687,33 @@ ngx_foko_chat_auth_reset(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
     }
 
     op = task->data;
+    op->kind = kind;
 
+    field = "password";
     problem = ngx_foko_chat_auth_password(ctx->body, op, 1);
-    if (problem) {
-        ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_invalid(r, "password", problem);
+
+    if (problem == NULL
+        && ngx_strcmp(kind, NGX_FOKO_CHAT_TOKEN_INVITE) == 0)
+    {
+        field = "username";
+        problem = ngx_foko_chat_auth_username(ctx->body, op->user.username);
     }
 
-    if (ngx_foko_chat_jwt_verify(fmcf->jwt, &token, NGX_FOKO_CHAT_TOKEN_RESET,
-                                 &claims, r->connection->log)
+    if (problem) {
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_invalid(r, field, problem);
+    }
+
+    if (ngx_foko_chat_jwt_verify(fmcf->jwt, &token, kind, &claims,
+                                 r->connection->log)
         != NGX_OK
         || claims.ver < 0)
     {
         ngx_foko_chat_task_free(task);
         return ngx_foko_chat_json_send_error(r, NGX_HTTP_BAD_REQUEST,
                                              "invalid_token",
-                                             "the reset link is invalid, "
-                                             "used or expired");
+                                             "the link is invalid, used "
+                                             "or expired");
     }
 
     ngx_memcpy(op->user.id, claims.sub, sizeof(op->user.id));
@@ -732,12 +773,14 @@ ngx_foko_chat_auth_reset_done(ngx_foko_chat_task_t *task)
         return ngx_foko_chat_json_send_error(task->request,
                                              NGX_HTTP_BAD_REQUEST,
                                              "invalid_token",
-                                             "the reset link is invalid, "
-                                             "used or expired");
+                                             "the link is invalid, used "
+                                             "or expired");
     }
 
     ngx_log_error(NGX_LOG_INFO, task->log, 0,
-                  "foko chat: account %s reset its password", op->user.id);
+                  "foko chat: account %s %s", op->user.id,
+                  ngx_strcmp(op->kind, NGX_FOKO_CHAT_TOKEN_INVITE) == 0
+                  ? "accepted its invitation" : "reset its password");
 
     return ngx_foko_chat_auth_send_session(task->request, NGX_HTTP_OK,
                                            &op->user, 1);
@@ -871,7 +914,9 @@ ngx_foko_chat_auth_send_session(ngx_http_request_t *r, ngx_uint_t status,
     ngx_memcpy(claims.sub, user->id, sizeof(claims.sub));
     claims.name_len = ngx_strlen(user->username);
     ngx_memcpy(claims.name, user->username, claims.name_len + 1);
-    claims.ver = -1;
+
+    /* a password reset bumps the version: older tokens stop working */
+    claims.ver = user->ver;
 
     token = ngx_foko_chat_jwt_issue(fmcf->jwt, NGX_FOKO_CHAT_TOKEN_ACCESS,
                                     &claims, fmcf->jwt->ttl);
@@ -915,8 +960,8 @@ ngx_foko_chat_auth_email(json_t *body, u_char *out, ngx_uint_t strict)
         end = email.data + email.len;
 
         for (p = email.data; p < end; p++) {
-            if (*p == ' ' || *p == '"' || *p == '<' || *p == '>'
-                || *p == ',' || *p == ';' || *p == '\\')
+            if (*p <= ' ' || *p >= 0x7f
+                || ngx_strchr("\"(),:;<>[\\]", *p) != NULL)
             {
                 return "is not a valid email address";
             }
@@ -1007,65 +1052,72 @@ ngx_foko_chat_auth_username(json_t *body, u_char *out)
 
 
 /*
- * NGX_OK if neither the account nor the client address is over its limit,
- * else a 429 sent with Retry-After.  With "hit" the attempt is counted.
+ * Counts an attempt against the account (if "email") and the client
+ * address, under the limits numbered limits[0] and limits[1].  Returns 0 if neither is
+ * over its limit; else 1, with the 429 sent and *rc what that returned.
+ * Attempts are counted as they arrive, so that a burst in flight cannot
+ * pass the limit; a successful one is taken back by the caller.
  */
 
-static ngx_int_t
+static ngx_uint_t
 ngx_foko_chat_auth_limited(ngx_http_request_t *r, const char *what,
-    u_char *email, ngx_foko_chat_limit_t **limits, ngx_uint_t hit)
+    u_char *email, ngx_uint_t *limits, ngx_int_t *rc)
 {
-    time_t                    wait, w;
-    ngx_str_t                *key;
-    ngx_uint_t                i;
-    ngx_table_elt_t          *h;
-    ngx_foko_chat_shm_ctx_t  *shm;
+    time_t                      wait, w;
+    ngx_str_t                  *key;
+    ngx_uint_t                  i;
+    ngx_table_elt_t            *h;
+    ngx_foko_chat_shm_ctx_t    *shm;
+    ngx_foko_chat_main_conf_t  *fmcf;
 
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
     shm = ngx_foko_chat_shm_get(r);
     wait = 0;
 
-    for (i = 0; i < 2; i++) {
+    for (i = (email ? 0 : 1); i < 2; i++) {
         key = ngx_foko_chat_auth_key(r, what, i, email);
         if (key == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return 1;
         }
 
-        w = ngx_foko_chat_limit_check(shm, key, limits[i]);
+        w = ngx_foko_chat_limit_take(shm, key,
+                                     &fmcf->limits[limits[i]]);
 
         if (w > wait) {
             wait = w;
         }
-
-        if (hit && w == 0) {
-            ngx_foko_chat_limit_hit(shm, key, limits[i]);
-        }
     }
 
     if (wait == 0) {
-        return NGX_OK;
+        return 0;
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "foko chat: rate limited %s for \"%s\"", what, email);
+                  "foko chat: rate limited %s for \"%s\"", what,
+                  email ? email : (u_char *) "");
+
+    *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return 1;
     }
 
     h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
     if (h->value.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return 1;
     }
 
     h->hash = 1;
     ngx_str_set(&h->key, "Retry-After");
     h->value.len = ngx_sprintf(h->value.data, "%T", wait) - h->value.data;
 
-    return ngx_foko_chat_json_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                         "rate_limited",
-                                         "too many attempts; "
-                                         "try again later");
+    *rc = ngx_foko_chat_json_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                        "rate_limited",
+                                        "too many attempts; "
+                                        "try again later");
+    return 1;
 }
 
 
@@ -1081,8 +1133,14 @@ ngx_foko_chat_auth_key(ngx_http_request_t *r, const char *what,
         return NULL;
     }
 
-    len = ngx_strlen(what) + sizeof(":address:") - 1
-          + ngx_max(ngx_strlen(email), r->connection->addr_text.len);
+    if (which == NGX_FOKO_CHAT_LIMIT_ACCOUNT) {
+        len = ngx_strlen(email);
+
+    } else {
+        len = r->connection->addr_text.len;
+    }
+
+    len += ngx_strlen(what) + sizeof(":address:") - 1;
 
     key->data = ngx_pnalloc(r->pool, len);
     if (key->data == NULL) {

@@ -31,6 +31,8 @@ ngx_int_t ngx_foko_chat_auth_forgot(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
 ngx_int_t ngx_foko_chat_auth_reset(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
+ngx_int_t ngx_foko_chat_auth_accept(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx);
 
 /* checks "Authorization: Bearer"; NGX_OK fills ctx->claims */
 ngx_int_t ngx_foko_chat_auth_bearer(ngx_http_request_t *r,

@@ -178,16 +178,24 @@ ngx_foko_chat_hash_post(ngx_foko_chat_task_t *task, ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    if (ngx_foko_chat_hash_waiting >= NGX_FOKO_CHAT_HASH_QUEUE_MAX
-        || (task->request != r
-            && ngx_foko_chat_task_attach(task, r) != NGX_OK))
-    {
+    if (ngx_foko_chat_hash_waiting >= NGX_FOKO_CHAT_HASH_QUEUE_MAX) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "foko chat: %ui password hashes are waiting already",
+                      ngx_foko_chat_hash_waiting);
+        task->done = task->saved_done;
+        return NGX_ERROR;
+    }
+
+    if (task->request != r && ngx_foko_chat_task_attach(task, r) != NGX_OK) {
         task->done = task->saved_done;
         return NGX_ERROR;
     }
 
     ngx_queue_insert_tail(&ngx_foko_chat_hash_queue, &task->queue);
     ngx_foko_chat_hash_waiting++;
+
+    /* queued, as good as posted: see ngx_foko_chat_task_event_handler() */
+    task->again = 1;
 
     return NGX_OK;
 }
@@ -208,12 +216,14 @@ ngx_foko_chat_hash_done(ngx_foko_chat_task_t *task)
 static void
 ngx_foko_chat_hash_next(void)
 {
-    ngx_queue_t                *q;
+    ngx_queue_t                *q, failed;
     ngx_foko_chat_task_t       *task;
     ngx_foko_chat_main_conf_t  *fmcf;
 
     fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_foko_chat_module);
+
+    ngx_queue_init(&failed);
 
     while (!ngx_queue_empty(&ngx_foko_chat_hash_queue)
            && ngx_foko_chat_hash_active < fmcf->hash.concurrency)
@@ -224,15 +234,28 @@ ngx_foko_chat_hash_next(void)
 
         task = ngx_queue_data(q, ngx_foko_chat_task_t, queue);
 
-        ngx_foko_chat_hash_active++;
-
         if (task->request == NULL
             || ngx_foko_chat_task_post(task, fmcf->hash_pool.pool)
                != NGX_OK)
         {
             /* the client is gone, or the pool is full: no hashing */
-            ngx_foko_chat_task_fail(task);
+            ngx_queue_insert_tail(&failed, q);
+            continue;
         }
+
+        ngx_foko_chat_hash_active++;
+    }
+
+    /* completed after the loop: no recursion through the whole queue */
+
+    while (!ngx_queue_empty(&failed)) {
+        q = ngx_queue_head(&failed);
+        ngx_queue_remove(q);
+
+        task = ngx_queue_data(q, ngx_foko_chat_task_t, queue);
+
+        ngx_foko_chat_hash_active++;
+        ngx_foko_chat_task_fail(task);
     }
 }
 

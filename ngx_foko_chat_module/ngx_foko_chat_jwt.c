@@ -28,6 +28,8 @@ static ngx_foko_chat_jwt_conf_t *ngx_foko_chat_jwt_conf(ngx_conf_t *cf,
 static ngx_int_t ngx_foko_chat_jwt_public_key(ngx_conf_t *cf,
     ngx_foko_chat_jwt_conf_t *jcf, ngx_str_t *file);
 static ngx_uint_t ngx_foko_chat_jwt_is_p256(EVP_PKEY *pkey);
+static int ngx_foko_chat_jwt_no_password(char *buf, int size, int rwflag,
+    void *u);
 
 
 static ngx_foko_chat_jwt_conf_t *
@@ -141,11 +143,14 @@ ngx_foko_chat_jwt_public_key(ngx_conf_t *cf, ngx_foko_chat_jwt_conf_t *jcf,
         return NGX_ERROR;
     }
 
-    pkey = PEM_read_bio_PrivateKey(in, NULL, NULL, NULL);
+    /* no pass phrase prompt: an encrypted key is refused */
+
+    pkey = PEM_read_bio_PrivateKey(in, NULL, ngx_foko_chat_jwt_no_password,
+                                   NULL);
     if (pkey == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"foko_chat_jwt_key_file\": \"%V\" holds no "
-                           "PEM private key", file);
+                           "unencrypted PEM private key", file);
         goto done;
     }
 
@@ -221,6 +226,13 @@ done:
     BIO_free(in);
 
     return rc;
+}
+
+
+static int
+ngx_foko_chat_jwt_no_password(char *buf, int size, int rwflag, void *u)
+{
+    return 0;
 }
 
 

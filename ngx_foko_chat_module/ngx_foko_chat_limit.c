@@ -14,8 +14,6 @@
 
 #define NGX_FOKO_CHAT_LIMIT_KEY_MAX  255
 
-/* longer than any window: such a counter can only say "no limit" */
-#define NGX_FOKO_CHAT_LIMIT_STALE    86400
 
 
 typedef struct {
@@ -23,6 +21,7 @@ typedef struct {
     u_char                     len;
     ngx_queue_t                queue;
     time_t                     start;
+    time_t                     window;
     ngx_uint_t                 count;
     u_char                     data[1];
 } ngx_foko_chat_limit_node_t;
@@ -36,6 +35,100 @@ static void ngx_foko_chat_limit_expire(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_uint_t force);
 
 
+static struct {
+    ngx_str_t                  name;
+    ngx_foko_chat_limit_t      dflt;
+} ngx_foko_chat_limit_names[NGX_FOKO_CHAT_LIMITS] = {
+    { ngx_string("login_account"), { 10, 15 * 60 } },
+    { ngx_string("login_address"), { 50, 15 * 60 } },
+    { ngx_string("forgot_account"), { 3, 60 * 60 } },
+    { ngx_string("forgot_address"), { 10, 60 * 60 } },
+    { ngx_string("signup_address"), { 20, 60 * 60 } },
+};
+
+
+/* foko_chat_limit <name> <n>/<period>, e.g. "login_account 10/15m" */
+
+char *
+ngx_foko_chat_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_foko_chat_main_conf_t  *fmcf = conf;
+
+    u_char      *slash;
+    time_t       window;
+    ngx_int_t    max;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+
+    value = cf->args->elts;
+
+    for (i = 0; i < NGX_FOKO_CHAT_LIMITS; i++) {
+        if (value[1].len == ngx_foko_chat_limit_names[i].name.len
+            && ngx_strncmp(value[1].data,
+                           ngx_foko_chat_limit_names[i].name.data,
+                           value[1].len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == NGX_FOKO_CHAT_LIMITS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown limit \"%V\" in \"%V\"; expected "
+                           "login_account, login_address, forgot_account, "
+                           "forgot_address or signup_address",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (fmcf->limits[i].max) {
+        return "is duplicate";
+    }
+
+    slash = ngx_strlchr(value[2].data, value[2].data + value[2].len, '/');
+
+    max = slash ? ngx_atoi(value[2].data, slash - value[2].data) : NGX_ERROR;
+
+    if (slash) {
+        s.data = slash + 1;
+        s.len = value[2].data + value[2].len - s.data;
+        window = ngx_parse_time(&s, 1);
+
+    } else {
+        window = NGX_ERROR;
+    }
+
+    if (max < 1 || max > 1000000 || window == (time_t) NGX_ERROR
+        || window < 1 || window > 86400)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\"; expected "
+                           "<n>/<period>, such as 10/15m, with a period "
+                           "of at most 1d", &value[2], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    fmcf->limits[i].max = max;
+    fmcf->limits[i].window = window;
+
+    return NGX_CONF_OK;
+}
+
+
+void
+ngx_foko_chat_limit_init_conf(ngx_foko_chat_main_conf_t *fmcf)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_FOKO_CHAT_LIMITS; i++) {
+        if (fmcf->limits[i].max == 0) {
+            fmcf->limits[i] = ngx_foko_chat_limit_names[i].dflt;
+        }
+    }
+}
+
+
 void
 ngx_foko_chat_limit_init(ngx_foko_chat_sh_t *sh)
 {
@@ -45,41 +138,18 @@ ngx_foko_chat_limit_init(ngx_foko_chat_sh_t *sh)
 }
 
 
+/*
+ * Counts one event for "key" unless the key is over its limit: returns 0
+ * if counted, else the seconds until the window ends.  Checking and
+ * counting under one lock keeps workers from passing the limit together.
+ */
+
 time_t
-ngx_foko_chat_limit_check(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
-    ngx_foko_chat_limit_t *limit)
-{
-    time_t                       now, wait;
-    ngx_foko_chat_limit_node_t  *ln;
-
-    if (key->len > NGX_FOKO_CHAT_LIMIT_KEY_MAX) {
-        key->len = NGX_FOKO_CHAT_LIMIT_KEY_MAX;
-    }
-
-    now = ngx_time();
-    wait = 0;
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    ln = ngx_foko_chat_limit_lookup(ctx->sh, key, ngx_crc32_short(key->data,
-                                                                 key->len));
-
-    if (ln && now - ln->start < limit->window && ln->count >= limit->max) {
-        wait = ln->start + limit->window - now;
-    }
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    return wait;
-}
-
-
-void
-ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
+ngx_foko_chat_limit_take(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
     ngx_foko_chat_limit_t *limit)
 {
     size_t                       size;
-    time_t                       now;
+    time_t                       now, wait;
     uint32_t                     hash;
     ngx_rbtree_node_t           *node;
     ngx_foko_chat_limit_node_t  *ln;
@@ -90,6 +160,7 @@ ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
 
     now = ngx_time();
     hash = ngx_crc32_short(key->data, key->len);
+    wait = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -104,7 +175,12 @@ ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
             ln->count = 0;
         }
 
-        ln->count++;
+        if (ln->count >= limit->max) {
+            wait = ln->start + limit->window - now;
+
+        } else {
+            ln->count++;
+        }
 
         goto done;
     }
@@ -122,8 +198,10 @@ ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
 
         node = ngx_slab_alloc_locked(ctx->shpool, size);
         if (node == NULL) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                          "foko chat: no memory for a rate limit counter");
+            /* open rather than evict counters that still count */
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "foko chat: the shared zone is full: an attempt "
+                          "is not counted; raise foko_chat_shm_size");
             goto done;
         }
     }
@@ -134,6 +212,7 @@ ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
 
     ln->len = (u_char) key->len;
     ln->start = now;
+    ln->window = limit->window;
     ln->count = 1;
     ngx_memcpy(ln->data, key->data, key->len);
 
@@ -141,6 +220,31 @@ ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
     ngx_queue_insert_head(&ctx->sh->limits_lru, &ln->queue);
 
 done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return wait;
+}
+
+
+/* takes back one counted event, as for an attempt that succeeded */
+
+void
+ngx_foko_chat_limit_refund(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key)
+{
+    ngx_foko_chat_limit_node_t  *ln;
+
+    if (key->len > NGX_FOKO_CHAT_LIMIT_KEY_MAX) {
+        key->len = NGX_FOKO_CHAT_LIMIT_KEY_MAX;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ln = ngx_foko_chat_limit_lookup(ctx->sh, key, ngx_crc32_short(key->data,
+                                                                 key->len));
+    if (ln && ln->count) {
+        ln->count--;
+    }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
@@ -247,20 +351,23 @@ ngx_foko_chat_limit_insert_value(ngx_rbtree_node_t *temp,
 
 
 /*
- * Drops counters from the cold end of the LRU: a couple whose windows are
- * long over, or, when the zone is full ("force"), the coldest ones whatever
- * their state.
+ * Drops counters from the cold end of the LRU whose windows are over: a
+ * couple on every new counter, more when the zone is full.  A counter
+ * still within its window is never dropped.
  */
 
 static void
 ngx_foko_chat_limit_expire(ngx_foko_chat_shm_ctx_t *ctx, ngx_uint_t force)
 {
+    time_t                       now;
     ngx_uint_t                   n;
     ngx_queue_t                 *q;
     ngx_rbtree_node_t           *node;
     ngx_foko_chat_limit_node_t  *ln;
 
-    for (n = 0; n < (force ? 16 : 2); n++) {
+    now = ngx_time();
+
+    for (n = 0; n < (force ? 64 : 2); n++) {
 
         if (ngx_queue_empty(&ctx->sh->limits_lru)) {
             return;
@@ -269,7 +376,7 @@ ngx_foko_chat_limit_expire(ngx_foko_chat_shm_ctx_t *ctx, ngx_uint_t force)
         q = ngx_queue_last(&ctx->sh->limits_lru);
         ln = ngx_queue_data(q, ngx_foko_chat_limit_node_t, queue);
 
-        if (!force && ngx_time() - ln->start < NGX_FOKO_CHAT_LIMIT_STALE) {
+        if (now - ln->start < ln->window) {
             return;
         }
 

@@ -13,22 +13,18 @@
 #include "ngx_foko_chat_shm.h"
 
 
-typedef struct {
-    ngx_uint_t                 max;          /* events per window */
-    time_t                     window;       /* seconds */
-} ngx_foko_chat_limit_t;
-
-
 void ngx_foko_chat_limit_init(ngx_foko_chat_sh_t *sh);
 
-/* 0 if "key" is under its limit, else the seconds until it is again */
-time_t ngx_foko_chat_limit_check(ngx_foko_chat_shm_ctx_t *ctx,
+char *ngx_foko_chat_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_foko_chat_limit_init_conf(ngx_foko_chat_main_conf_t *fmcf);
+
+/* counts an event unless over the limit: 0, or the seconds to wait */
+time_t ngx_foko_chat_limit_take(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_str_t *key, ngx_foko_chat_limit_t *limit);
 
-/* counts one event for "key" */
-void ngx_foko_chat_limit_hit(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
-    ngx_foko_chat_limit_t *limit);
-
+void ngx_foko_chat_limit_refund(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_str_t *key);
 void ngx_foko_chat_limit_clear(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_str_t *key);
 

@@ -68,6 +68,9 @@ struct ngx_foko_chat_mail_conf_s {
 
     ngx_msec_t                      timeout;
     ngx_msec_t                      connect_timeout;
+
+    /* the SMTP URL carries a user and password: TLS is required then */
+    unsigned                        credentials:1;
 };
 
 
@@ -346,6 +349,7 @@ ngx_foko_chat_mail_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         mcf->url = (char *) value[1].data;
         mcf->endpoint = u.origin;
+        mcf->credentials = u.userinfo;
 
         mcf->mail_from = ngx_pnalloc(cf->pool, from.len + 3);
         if (mcf->mail_from == NULL) {
@@ -1530,12 +1534,17 @@ ngx_foko_chat_mail_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
             goto setopt_failed;
         }
 
-        /* smtp:// upgrades with STARTTLS when offered; smtps:// is TLS */
+        /*
+         * smtp:// upgrades with STARTTLS when offered, and must when it
+         * would send a password; smtps:// is TLS from the start
+         */
 
         if (ngx_foko_chat_mail_protocols(curl, "smtp,smtps",
                                          CURLPROTO_SMTP|CURLPROTO_SMTPS)
             != CURLE_OK
-            || curl_easy_setopt(curl, CURLOPT_USE_SSL, (long) CURLUSESSL_TRY)
+            || curl_easy_setopt(curl, CURLOPT_USE_SSL,
+                                mcf->credentials ? (long) CURLUSESSL_ALL
+                                                 : (long) CURLUSESSL_TRY)
                != CURLE_OK
             || curl_easy_setopt(curl, CURLOPT_MAIL_FROM, mcf->mail_from)
                != CURLE_OK

@@ -8,7 +8,10 @@
 #include "ngx_foko_chat_api.h"
 #include "ngx_foko_chat_hash.h"
 #include "ngx_foko_chat_jwt.h"
+#include "ngx_foko_chat_limit.h"
 #include "ngx_foko_chat_mail.h"
+#include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_messages.h"
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_store.h"
 #include "ngx_foko_chat_status.h"
@@ -22,6 +25,8 @@ static char *ngx_foko_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_foko_chat_shm_size_check(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_foko_chat_message_size_check(ngx_conf_t *cf, void *post,
+    void *data);
 static char *ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_foko_chat_init_process(ngx_cycle_t *cycle);
@@ -30,6 +35,18 @@ static void ngx_foko_chat_exit_process(ngx_cycle_t *cycle);
 
 static ngx_conf_post_t  ngx_foko_chat_shm_size_post = {
     ngx_foko_chat_shm_size_check
+};
+
+static ngx_conf_num_bounds_t  ngx_foko_chat_max_members_bounds = {
+    ngx_conf_check_num_bounds, 2, 10000
+};
+
+static ngx_conf_num_bounds_t  ngx_foko_chat_write_queue_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+static ngx_conf_post_t  ngx_foko_chat_message_size_post = {
+    ngx_foko_chat_message_size_check
 };
 
 
@@ -105,6 +122,34 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("foko_chat_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_foko_chat_limit_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_max_members"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, max_members),
+      &ngx_foko_chat_max_members_bounds },
+
+    { ngx_string("foko_chat_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, max_message_size),
+      &ngx_foko_chat_message_size_post },
+
+    { ngx_string("foko_chat_write_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, write_queue),
+      &ngx_foko_chat_write_queue_bounds },
+
     { ngx_string("foko_chat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_foko_chat_location,
@@ -172,6 +217,7 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
      *     fmcf->hash_pool = { { 0, NULL }, NULL };
      *     fmcf->shm_zone = NULL;
      *     fmcf->hash = { 0, 0, 0, 0 };
+     *     fmcf->limits = { { 0, 0 }, ... };
      *     fmcf->jwt = NULL;
      *     fmcf->mail = NULL;
      *     fmcf->public_url = { 0, NULL };
@@ -180,6 +226,9 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
      */
 
     fmcf->shm_size = NGX_CONF_UNSET_SIZE;
+    fmcf->max_members = NGX_CONF_UNSET_UINT;
+    fmcf->max_message_size = NGX_CONF_UNSET_SIZE;
+    fmcf->write_queue = NGX_CONF_UNSET_UINT;
 
     return fmcf;
 }
@@ -191,6 +240,10 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_foko_chat_main_conf_t  *fmcf = conf;
 
     ngx_conf_init_size_value(fmcf->shm_size, NGX_FOKO_CHAT_SHM_DEFAULT);
+    ngx_conf_init_uint_value(fmcf->max_members, NGX_FOKO_CHAT_MAX_MEMBERS);
+    ngx_conf_init_size_value(fmcf->max_message_size,
+                             NGX_FOKO_CHAT_MESSAGE_SIZE);
+    ngx_conf_init_uint_value(fmcf->write_queue, NGX_FOKO_CHAT_WRITE_QUEUE);
 
     if (fmcf->storage_pool.name.data == NULL) {
         ngx_str_set(&fmcf->storage_pool.name, "default");
@@ -226,6 +279,7 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_foko_chat_hash_init_conf(&fmcf->hash);
+    ngx_foko_chat_limit_init_conf(fmcf);
 
     if (fmcf->api && ngx_foko_chat_jwt_init_conf(cf, fmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
@@ -324,6 +378,21 @@ ngx_foko_chat_shm_size_check(ngx_conf_t *cf, void *post, void *data)
 }
 
 
+/* a message must fit in an API body, with room for its JSON around it */
+
+static char *
+ngx_foko_chat_message_size_check(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp < 1 || *sp > NGX_FOKO_CHAT_API_MAX_BODY / 2) {
+        return "must be between 1 and 32k";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* "foko_chat_api" and "foko_chat_status": cmd->post is the handler */
 
 static char *
@@ -369,7 +438,9 @@ ngx_foko_chat_init_process(ngx_cycle_t *cycle)
      * nginx does not respawn a worker whose init_process failed.
      */
 
-    if (ngx_foko_chat_mail_init_process(cycle) != NGX_OK) {
+    if (ngx_foko_chat_mail_init_process(cycle) != NGX_OK
+        || ngx_foko_chat_messages_init_process(cycle) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -363,6 +363,10 @@ ngx_foko_chat_store_indexes_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
     ngx_foko_chat_ping_t  *result = task->data;
 
     result->rc = ngx_foko_chat_store_users_indexes(result->err);
+
+    if (result->rc == NGX_OK) {
+        result->rc = ngx_foko_chat_store_channels_indexes(result->err);
+    }
 }
 
 

@@ -87,6 +87,97 @@ json_t *ngx_foko_chat_user_json(ngx_foko_chat_user_t *user,
     ngx_uint_t own);
 
 
+/* channels, messages and read marks: ngx_foko_chat_store_channels.c */
+
+#define NGX_FOKO_CHAT_CHANNEL_NAME_MAX 256     /* bytes, up to 64 chars */
+#define NGX_FOKO_CHAT_CLIENT_ID_MAX    64
+
+typedef struct {
+    u_char                     id[25];
+    u_char                     name[NGX_FOKO_CHAT_CHANNEL_NAME_MAX + 1];
+    unsigned                   direct:1;
+    int64_t                    created;      /* ms since the epoch */
+
+    /* member ids, 24 hex digits and a NUL each; released with free() */
+    ngx_uint_t                 nmembers;
+    u_char                   (*members)[25];
+} ngx_foko_chat_channel_doc_t;
+
+/*
+ * A message as stored: { _id, channel_id, seq, author_id, author_name,
+ * text, created (date), edited (date, optional), deleted (bool, optional),
+ * client_id (optional) }.  Indexes: unique { channel_id, seq }, unique
+ * { author_id, client_id } where client_id exists.
+ *
+ * Messages cross between threads and the event loop as jansson objects in
+ * the API's shape: { id, channel_id, seq, author: { id, username }, text,
+ * created_at (ISO 8601 UTC with milliseconds), edited_at?, deleted?,
+ * client_id? }; a deleted message keeps its id, seq and author, with
+ * "text": "" and "deleted": true.
+ */
+
+ngx_int_t ngx_foko_chat_store_channels_indexes(u_char *err);
+
+/* NGX_OK, or NGX_DECLINED: a direct channel of this pair exists already */
+ngx_int_t ngx_foko_chat_store_channel_insert(ngx_foko_chat_channel_doc_t *ch,
+    u_char *err);
+ngx_int_t ngx_foko_chat_store_channel_find(ngx_foko_chat_channel_doc_t *ch,
+    u_char *err);
+/* by the two members of a direct channel, in ch->members */
+ngx_int_t ngx_foko_chat_store_channel_find_direct(
+    ngx_foko_chat_channel_doc_t *ch, u_char *err);
+/* the channels "user" is a member of: *found is an array of them */
+ngx_int_t ngx_foko_chat_store_channels_of(u_char *user,
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err);
+void ngx_foko_chat_store_channel_doc_free(ngx_foko_chat_channel_doc_t *ch);
+ngx_int_t ngx_foko_chat_store_channel_rename(ngx_foko_chat_channel_doc_t *ch,
+    u_char *err);
+/* NGX_OK; NGX_BUSY: a member already; NGX_DECLINED: "max" reached */
+ngx_int_t ngx_foko_chat_store_channel_join(u_char *channel, u_char *user,
+    ngx_uint_t max, u_char *err);
+/* NGX_OK, or NGX_DECLINED: not a member */
+ngx_int_t ngx_foko_chat_store_channel_leave(u_char *channel, u_char *user,
+    u_char *err);
+
+/* inserts all messages in one round trip; NGX_OK when all are stored */
+ngx_int_t ngx_foko_chat_store_messages_insert(json_t **messages,
+    ngx_uint_t n, u_char *err);
+/* NGX_OK with *message, or NGX_DECLINED */
+ngx_int_t ngx_foko_chat_store_message_by_client_id(u_char *author,
+    u_char *client_id, json_t **message, u_char *err);
+/*
+ * Up to "limit" messages of a channel in seq order: after "after" (if
+ * > 0), else before "before" (if > 0, the newest page below it), else the
+ * newest page; *more says whether more exist on the far side.
+ */
+ngx_int_t ngx_foko_chat_store_messages_page(u_char *channel, int64_t before,
+    int64_t after, ngx_uint_t limit, json_t **messages, ngx_uint_t *more,
+    u_char *err);
+/* the highest seq of a channel, 0 if none */
+ngx_int_t ngx_foko_chat_store_messages_max_seq(u_char *channel,
+    int64_t *seq, u_char *err);
+/* edits or tombstones a message of "author"; *message is the result */
+ngx_int_t ngx_foko_chat_store_message_update(u_char *channel, u_char *id,
+    u_char *author, u_char *text, json_t **message, u_char *err);
+
+/* read marks: { channel_id, user_id, seq }, only ever raised */
+ngx_int_t ngx_foko_chat_store_read_set(u_char *channel, u_char *user,
+    int64_t seq, u_char *err);
+/* *reads: an object { "<channel id>": seq } of one user */
+ngx_int_t ngx_foko_chat_store_reads_of(u_char *user, json_t **reads,
+    u_char *err);
+
+/* usernames by id: *names is an object { "<id>": "<username>" } */
+ngx_int_t ngx_foko_chat_store_usernames(u_char (*ids)[25], ngx_uint_t n,
+    json_t **names, u_char *err);
+/*
+ * The account of an email, created as invited (no password, username
+ * from the email's local part) when there is none: NGX_OK, user filled.
+ */
+ngx_int_t ngx_foko_chat_store_user_invite(ngx_foko_chat_user_t *user,
+    u_char *err);
+
+
 /* event loop side: record a probe's outcome in the shared zone */
 void ngx_foko_chat_store_report(ngx_int_t rc, u_char *err, ngx_log_t *log);
 

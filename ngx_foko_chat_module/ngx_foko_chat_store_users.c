@@ -108,10 +108,10 @@ ngx_int_t
 ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
 {
     bool                   ok;
-    bson_t                *doc, *query, *update, reply;
+    bson_t                *doc;
+    ngx_int_t              rc;
     bson_oid_t             oid;
     bson_error_t           error;
-    bson_iter_t            it, sub;
     mongoc_client_t       *client;
     mongoc_collection_t   *coll;
 
@@ -136,67 +136,28 @@ ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
     ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &error);
     bson_destroy(doc);
 
+    /*
+     * A taken email, by an account or an invitation, is a conflict: an
+     * invited account is claimed only through its invitation link, which
+     * proves the email (ngx_foko_chat_store_user_set_password()).
+     */
+
     if (ok) {
         bson_oid_to_string(&oid, (char *) user->id);
-        goto done;
-    }
+        rc = NGX_OK;
 
-    if (error.code != NGX_FOKO_CHAT_DUPLICATE_KEY) {
+    } else if (error.code == NGX_FOKO_CHAT_DUPLICATE_KEY) {
+        rc = NGX_DECLINED;
+
+    } else {
         ngx_foko_chat_store_error(err, "users insert", &error);
-        goto failed;
+        rc = NGX_ERROR;
     }
-
-    /* the email is taken: by an invited account, it is claimed now */
-
-    query = BCON_NEW("email", BCON_UTF8((char *) user->email),
-                     "invited", BCON_BOOL(true));
-    update = BCON_NEW("$set", "{",
-                          "username", BCON_UTF8((char *) user->username),
-                          "hash", BCON_UTF8((char *) user->hash),
-                          "created", BCON_DATE_TIME(user->created),
-                      "}",
-                      "$unset", "{", "invited", BCON_UTF8(""), "}");
-
-    ok = mongoc_collection_find_and_modify(coll, query, NULL, update, NULL,
-                                           false, false, true, &reply,
-                                           &error);
-    bson_destroy(query);
-    bson_destroy(update);
-
-    if (!ok) {
-        bson_destroy(&reply);
-        ngx_foko_chat_store_error(err, "users claim", &error);
-        goto failed;
-    }
-
-    if (!bson_iter_init_find(&it, &reply, "value")
-        || !BSON_ITER_HOLDS_DOCUMENT(&it)
-        || !bson_iter_recurse(&it, &sub)
-        || !bson_iter_find(&sub, "_id")
-        || !BSON_ITER_HOLDS_OID(&sub))
-    {
-        bson_destroy(&reply);
-        mongoc_collection_destroy(coll);
-        ngx_foko_chat_store_push(client);
-        return NGX_DECLINED;
-    }
-
-    bson_oid_to_string(bson_iter_oid(&sub), (char *) user->id);
-    bson_destroy(&reply);
-
-done:
 
     mongoc_collection_destroy(coll);
     ngx_foko_chat_store_push(client);
 
-    return NGX_OK;
-
-failed:
-
-    mongoc_collection_destroy(coll);
-    ngx_foko_chat_store_push(client);
-
-    return NGX_ERROR;
+    return rc;
 }
 
 
@@ -236,9 +197,10 @@ ngx_foko_chat_store_user_by_id(ngx_foko_chat_user_t *user, u_char *err)
 
 
 /*
- * Sets user->hash if the stored password version still is user->ver, and
- * bumps the version: a reset token carries the version it was issued for,
- * so it works once, and a reset voids all older tokens.
+ * Sets user->hash (and user->username, if given: an invitation accepted)
+ * if the stored password version still is user->ver, and bumps the
+ * version: a reset or invitation token carries the version it was issued
+ * for, so it works once, and a reset voids all older tokens.
  */
 
 ngx_int_t
@@ -263,11 +225,22 @@ ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
     bson_oid_init_from_string(&oid, (char *) user->id);
 
     query = BCON_NEW("_id", BCON_OID(&oid), "ver", BCON_INT64(user->ver));
-    update = BCON_NEW("$set", "{",
-                          "hash", BCON_UTF8((char *) user->hash),
-                          "ver", BCON_INT64(user->ver + 1),
-                      "}",
-                      "$unset", "{", "invited", BCON_UTF8(""), "}");
+
+    if (user->username[0]) {
+        update = BCON_NEW("$set", "{",
+                              "hash", BCON_UTF8((char *) user->hash),
+                              "username", BCON_UTF8((char *) user->username),
+                              "ver", BCON_INT64(user->ver + 1),
+                          "}",
+                          "$unset", "{", "invited", BCON_UTF8(""), "}");
+
+    } else {
+        update = BCON_NEW("$set", "{",
+                              "hash", BCON_UTF8((char *) user->hash),
+                              "ver", BCON_INT64(user->ver + 1),
+                          "}",
+                          "$unset", "{", "invited", BCON_UTF8(""), "}");
+    }
 
     client = ngx_foko_chat_store_pop();
     coll = ngx_foko_chat_store_collection(client, "users");

@@ -28,6 +28,7 @@ ngx_foko_chat_task_create(size_t data_size, ngx_log_t *log)
 
     task->log = log;
     task->data = data_size ? (void *) (task + 1) : NULL;
+    task->data_size = data_size;
 
     task->thread_task.ctx = task;
     task->thread_task.handler = ngx_foko_chat_task_thread_handler;
@@ -39,9 +40,15 @@ ngx_foko_chat_task_create(size_t data_size, ngx_log_t *log)
 }
 
 
+/* the data may hold a password: it is wiped, not just freed */
+
 void
 ngx_foko_chat_task_free(ngx_foko_chat_task_t *task)
 {
+    if (task->data) {
+        ngx_explicit_memzero(task->data, task->data_size);
+    }
+
     ngx_free(task);
 }
 
@@ -53,6 +60,7 @@ ngx_foko_chat_task_post(ngx_foko_chat_task_t *task, ngx_thread_pool_t *tp)
         return NGX_ERROR;
     }
 
+    task->again = 1;
     ngx_foko_chat_tasks_in_flight++;
 
     return NGX_OK;
@@ -106,6 +114,7 @@ ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
 
     if (ngx_foko_chat_task_post(task, tp) != NGX_OK) {
         /* undo the attachment: the caller answers the request itself */
+        task->again = 0;
         task->cleanup->handler = NULL;
         task->request = NULL;
         r->main->count--;
@@ -160,9 +169,11 @@ ngx_foko_chat_task_event_handler(ngx_event_t *ev)
     r = task->request;
     c = r ? r->connection : NULL;
 
+    task->again = 0;
+
     rc = task->done(task);
 
-    if (rc == NGX_AGAIN) {
+    if (task->again) {
         /* "done" posted the task again for its next step */
         return;
     }

@@ -25,8 +25,9 @@ typedef void (*ngx_foko_chat_task_run_pt)(ngx_foko_chat_task_t *task,
 /*
  * Runs on the event loop.  For a task attached to a request, task->request
  * is NULL if the request went away; otherwise the returned code finalizes
- * the request.  Detached tasks return NGX_OK.  NGX_AGAIN means "done" has
- * posted the same task again for a next step: it stays attached.
+ * the request.  Detached tasks return NGX_OK.  A "done" that posts the
+ * same task again for a next step returns NGX_AGAIN: the task stays
+ * attached, and ngx_foko_chat_task_post() has marked it "again".
  */
 typedef ngx_int_t (*ngx_foko_chat_task_done_pt)(ngx_foko_chat_task_t *task);
 
@@ -47,8 +48,14 @@ struct ngx_foko_chat_task_s {
     /* the task's own "done" while a concern's wrapper stands in for it */
     ngx_foko_chat_task_done_pt   saved_done;
 
+    /* the size of data, wiped when the task is freed */
+    size_t                       data_size;
+
     /* the task was never run: its thread pool refused it */
     unsigned                     failed:1;
+
+    /* "done" posted or queued the task again for a next step */
+    unsigned                     again:1;
 
     /* the concern's own inputs and results, freed with the task */
     void                        *data;

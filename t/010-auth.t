@@ -99,9 +99,12 @@ ok(!(grep { $_->{id} eq $alice->{id} } @$res), 'never the caller');
 ($status, $res) = api(GET => '/api/users?q=.*', undef, token => $token);
 is_deeply $res, [], 'a regex in the query is taken literally';
 
-($status, $res) = api(GET => '/api/users?q=' . ('x' x 65), undef,
-                      token => $token);
-is $status, 400, 'an overlong query is 400';
+for my $q ('x' x 65, 'a' x 190, '%41' x 60) {
+    ($status, $res) = api(GET => "/api/users?q=$q", undef, token => $token);
+    is $status, 400, 'an overlong query is 400 (' . length($q) . ' bytes)';
+}
+($status) = api(GET => '/api/me', undef, token => $token);
+is $status, 200, 'and the worker is fine';
 
 # bad input: 400 naming the field, nothing written
 
@@ -171,6 +174,19 @@ my $headers;
 is $status, 429, 'then even the right password is 429';
 is $res->{error}{code}, 'rate_limited', 'rate_limited';
 cmp_ok $headers->{'retry-after'}, '>', 0, 'with Retry-After';
+
+# attempts in flight count at once: a burst cannot pass the limit
+
+my $burst = unique_email('burst');
+signup(email => $burst, username => 'burst');
+my @burst = map {
+    api_send(POST => '/api/auth/login', { email => $burst, password => "b$_" })
+} 1 .. 20;
+my %seen;
+$seen{ (api_recv($_))[0] }++ for @burst;
+close $_ for @burst;
+is $seen{401}, 10, 'of twenty wrong passwords at once, ten are tried';
+is $seen{429}, 10, 'and ten are refused';
 
 # an unknown email is limited the same way: no enumeration by limits
 

@@ -105,6 +105,8 @@ for my $transport ('sendgrid', 'smtp') {
     ($status) = api(POST => '/api/auth/login',
                     { email => $email, password => 'correct horse' });
     is $status, 401, "$transport: the old password is gone";
+    ($status, $res) = api(GET => '/api/me', undef, token => $old_token);
+    is $status, 401, "$transport: and so are the tokens signed before";
     ($status) = api(POST => '/api/auth/login',
                     { email => $email, password => 'brand new horse' });
     is $status, 200, "$transport: the new one works";

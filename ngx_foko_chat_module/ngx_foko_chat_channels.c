@@ -1,0 +1,929 @@
+
+/*
+ * Foko chat: channels and direct conversations.
+ *
+ * Each call validates its input on the event loop, then one task does the
+ * MongoDB work on the storage pool and leaves its answer (a status and a
+ * body, or an error) for the completion to send.  Every call checks that
+ * the caller is a member; to anyone else a channel does not exist (404,
+ * as for an id that was never used).
+ */
+
+
+#include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_json.h"
+#include "ngx_foko_chat_jwt.h"
+#include "ngx_foko_chat_mail.h"
+#include "ngx_foko_chat_task.h"
+
+
+typedef struct ngx_foko_chat_channel_op_s  ngx_foko_chat_channel_op_t;
+
+typedef void (*ngx_foko_chat_channel_run_pt)(ngx_foko_chat_channel_op_t *op);
+
+
+struct ngx_foko_chat_channel_op_s {
+    ngx_foko_chat_channel_run_pt   run;
+
+    /* input */
+    u_char                         user[25];
+    u_char                         channel[25];
+    ngx_foko_chat_channel_doc_t    ch;
+    ngx_uint_t                     max_members;
+    ngx_foko_chat_user_t           invitee;
+
+    /* output */
+    ngx_int_t                      rc;          /* NGX_ERROR: storage */
+    u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
+    ngx_uint_t                     status;
+    const char                    *code;
+    const char                    *message;
+    json_t                        *result;
+    unsigned                       invited:1;
+};
+
+
+static ngx_int_t ngx_foko_chat_channels_start(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx, ngx_foko_chat_task_t *task,
+    ngx_foko_chat_channel_run_pt run);
+static ngx_foko_chat_task_t *ngx_foko_chat_channels_task(
+    ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx);
+static void ngx_foko_chat_channels_thread(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task);
+static const char *ngx_foko_chat_channels_name(json_t *body, u_char *out,
+    ngx_uint_t required);
+
+static void ngx_foko_chat_channels_list_run(ngx_foko_chat_channel_op_t *op);
+static void ngx_foko_chat_channels_create_run(
+    ngx_foko_chat_channel_op_t *op);
+static void ngx_foko_chat_channels_get_run(ngx_foko_chat_channel_op_t *op);
+static void ngx_foko_chat_channels_rename_run(
+    ngx_foko_chat_channel_op_t *op);
+static void ngx_foko_chat_channels_invite_run(
+    ngx_foko_chat_channel_op_t *op);
+static void ngx_foko_chat_channels_leave_run(ngx_foko_chat_channel_op_t *op);
+
+static ngx_int_t ngx_foko_chat_channels_find_mine(
+    ngx_foko_chat_channel_op_t *op);
+static json_t *ngx_foko_chat_channels_describe(
+    ngx_foko_chat_channel_op_t *op, ngx_foko_chat_channel_doc_t *ch,
+    json_t *reads);
+static void ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op,
+    ngx_uint_t status, const char *code, const char *message);
+
+
+/* GET /api/channels */
+
+ngx_int_t
+ngx_foko_chat_channels_list(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    return ngx_foko_chat_channels_start(r, ctx, NULL,
+                                        ngx_foko_chat_channels_list_run);
+}
+
+
+/* POST /api/channels {name?, members: [id]} */
+
+ngx_int_t
+ngx_foko_chat_channels_create(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    size_t                       i, j, n;
+    json_t                      *members, *v;
+    ngx_str_t                    id;
+    const char                  *problem;
+    ngx_foko_chat_task_t        *task;
+    ngx_foko_chat_channel_op_t  *op;
+
+    members = json_object_get(ctx->body, "members");
+
+    if (!json_is_array(members)) {
+        return ngx_foko_chat_json_send_invalid(r, "members",
+                                               "must be an array of ids");
+    }
+
+    task = ngx_foko_chat_channels_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+
+    problem = ngx_foko_chat_channels_name(ctx->body, op->ch.name, 0);
+    if (problem) {
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_invalid(r, "name", problem);
+    }
+
+    n = json_array_size(members);
+
+    if (n > op->max_members) {
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_error(r, 422, "channel_full",
+                                             "too many members");
+    }
+
+    /* the creator first, then the others once each */
+
+    op->ch.members = malloc((n + 1) * sizeof(op->ch.members[0]));
+    if (op->ch.members == NULL) {
+        ngx_foko_chat_task_free(task);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(op->ch.members[0], op->user, 25);
+    op->ch.nmembers = 1;
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(members, i);
+
+        id.data = (u_char *) json_string_value(v);
+        id.len = json_is_string(v) ? json_string_length(v) : 0;
+
+        if (!ngx_foko_chat_is_id(&id)) {
+            free(op->ch.members);
+            ngx_foko_chat_task_free(task);
+            return ngx_foko_chat_json_send_invalid(r, "members",
+                                                 "must be an array of ids");
+        }
+
+        for (j = 0; j < op->ch.nmembers; j++) {
+            if (ngx_strncmp(op->ch.members[j], id.data, 24) == 0) {
+                break;
+            }
+        }
+
+        if (j == op->ch.nmembers) {
+            ngx_memcpy(op->ch.members[j], id.data, 24);
+            op->ch.members[j][24] = '\0';
+            op->ch.nmembers++;
+        }
+    }
+
+    if (op->ch.nmembers < 2) {
+        free(op->ch.members);
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_invalid(r, "members",
+                                 "must name at least one other user");
+    }
+
+    if (op->ch.nmembers > op->max_members) {
+        free(op->ch.members);
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_error(r, 422, "channel_full",
+                                             "too many members");
+    }
+
+    if (op->ch.name[0] == '\0') {
+        if (op->ch.nmembers != 2) {
+            free(op->ch.members);
+            ngx_foko_chat_task_free(task);
+            return ngx_foko_chat_json_send_invalid(r, "name",
+                          "is required unless the channel is between two");
+        }
+
+        op->ch.direct = 1;
+    }
+
+    op->ch.created = (int64_t) ngx_time() * 1000;
+
+    return ngx_foko_chat_channels_start(r, ctx, task,
+                                        ngx_foko_chat_channels_create_run);
+}
+
+
+/* GET /api/channels/:id */
+
+ngx_int_t
+ngx_foko_chat_channels_get(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    return ngx_foko_chat_channels_start(r, ctx, NULL,
+                                        ngx_foko_chat_channels_get_run);
+}
+
+
+/* PATCH /api/channels/:id {name} */
+
+ngx_int_t
+ngx_foko_chat_channels_rename(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    const char                  *problem;
+    ngx_foko_chat_task_t        *task;
+    ngx_foko_chat_channel_op_t  *op;
+
+    task = ngx_foko_chat_channels_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+
+    problem = ngx_foko_chat_channels_name(ctx->body, op->ch.name, 1);
+    if (problem) {
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_invalid(r, "name", problem);
+    }
+
+    return ngx_foko_chat_channels_start(r, ctx, task,
+                                        ngx_foko_chat_channels_rename_run);
+}
+
+
+/* POST /api/channels/:id/invite {email} */
+
+ngx_int_t
+ngx_foko_chat_channels_invite(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    u_char                      *p, *at, *end;
+    ngx_str_t                    email;
+    const char                  *problem;
+    ngx_foko_chat_task_t        *task;
+    ngx_foko_chat_channel_op_t  *op;
+
+    problem = ngx_foko_chat_json_string(ctx->body, "email", 3,
+                                        NGX_FOKO_CHAT_EMAIL_MAX, 0, &email);
+    if (problem == NULL) {
+        at = ngx_strlchr(email.data, email.data + email.len, '@');
+        end = email.data + email.len;
+
+        if (at == NULL || at == email.data || at + 1 == end
+            || ngx_strlchr(at + 1, end, '.') == NULL
+            || ngx_strlchr(at + 1, end, '@') != NULL)
+        {
+            problem = "is not a valid email address";
+        }
+
+        for (p = email.data; problem == NULL && p < end; p++) {
+            if (*p == ' ' || *p == '"' || *p == '<' || *p == '>'
+                || *p == ',' || *p == ';' || *p == '\\')
+            {
+                problem = "is not a valid email address";
+            }
+        }
+    }
+
+    if (problem) {
+        return ngx_foko_chat_json_send_invalid(r, "email", problem);
+    }
+
+    task = ngx_foko_chat_channels_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+    ngx_strlow(op->invitee.email, email.data, email.len);
+
+    return ngx_foko_chat_channels_start(r, ctx, task,
+                                        ngx_foko_chat_channels_invite_run);
+}
+
+
+/* DELETE /api/channels/:id/members/me */
+
+ngx_int_t
+ngx_foko_chat_channels_leave(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    return ngx_foko_chat_channels_start(r, ctx, NULL,
+                                        ngx_foko_chat_channels_leave_run);
+}
+
+
+ngx_uint_t
+ngx_foko_chat_is_id(ngx_str_t *s)
+{
+    ngx_uint_t  i;
+
+    if (s->len != 24) {
+        return 0;
+    }
+
+    for (i = 0; i < 24; i++) {
+        if (!((s->data[i] >= '0' && s->data[i] <= '9')
+              || (s->data[i] >= 'a' && s->data[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_uint_t
+ngx_foko_chat_channel_has(ngx_foko_chat_channel_doc_t *ch, u_char *user)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ch->nmembers; i++) {
+        if (ngx_strncmp(ch->members[i], user, 24) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+ngx_int_t
+ngx_foko_chat_send_not_found(ngx_http_request_t *r)
+{
+    return ngx_foko_chat_json_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                         "no such channel");
+}
+
+
+static ngx_foko_chat_task_t *
+ngx_foko_chat_channels_task(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    ngx_foko_chat_task_t        *task;
+    ngx_foko_chat_channel_op_t  *op;
+    ngx_foko_chat_main_conf_t   *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_channel_op_t),
+                                     r->connection->log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    op = task->data;
+
+    ngx_memcpy(op->user, ctx->claims.sub, sizeof(op->user));
+    op->max_members = fmcf->max_members;
+
+    if (ctx->nargs) {
+        ngx_memcpy(op->channel, ctx->args[0].data, 24);
+        ngx_memcpy(op->ch.id, ctx->args[0].data, 24);
+    }
+
+    return task;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_channels_start(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx, ngx_foko_chat_task_t *task,
+    ngx_foko_chat_channel_run_pt run)
+{
+    ngx_foko_chat_channel_op_t  *op;
+    ngx_foko_chat_main_conf_t   *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+
+    if (ctx->nargs && !ngx_foko_chat_is_id(&ctx->args[0])) {
+        if (task) {
+            op = task->data;
+            free(op->ch.members);
+            ngx_foko_chat_task_free(task);
+        }
+
+        return ngx_foko_chat_send_not_found(r);
+    }
+
+    if (task == NULL) {
+        task = ngx_foko_chat_channels_task(r, ctx);
+        if (task == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    op = task->data;
+    op->run = run;
+
+    task->run = ngx_foko_chat_channels_thread;
+    task->done = ngx_foko_chat_channels_done;
+
+    if (ngx_foko_chat_task_post_request(task, fmcf->storage_pool.pool, r)
+        != NGX_OK)
+    {
+        free(op->ch.members);
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "overloaded",
+                                             "the server is too busy");
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_foko_chat_channels_thread(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_channel_op_t  *op = task->data;
+
+    op->rc = NGX_OK;
+    op->status = NGX_HTTP_OK;
+
+    op->run(op);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_channel_op_t  *op = task->data;
+
+    json_t              *result;
+    ngx_http_request_t  *r;
+
+    r = task->request;
+    result = op->result;
+    op->result = NULL;
+
+    free(op->ch.members);
+    op->ch.members = NULL;
+
+    if (op->invited && !task->failed && op->rc == NGX_OK) {
+        ngx_foko_chat_channels_invite_mail(task);
+    }
+
+    if (r == NULL) {
+        json_decref(result);
+        return NGX_OK;
+    }
+
+    if (task->failed || op->rc == NGX_ERROR) {
+        json_decref(result);
+
+        if (op->err[0]) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "foko chat: %s", op->err);
+        }
+
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "storage_unavailable",
+                                             "the database is unreachable");
+    }
+
+    if (result == NULL && op->code) {
+        return ngx_foko_chat_json_send_error(r, op->status, op->code,
+                                             op->message);
+    }
+
+    if (op->status == NGX_HTTP_NO_CONTENT) {
+        r->header_only = 1;
+        r->headers_out.status = NGX_HTTP_NO_CONTENT;
+        r->headers_out.content_length_n = 0;
+        return ngx_http_send_header(r);
+    }
+
+    return ngx_foko_chat_json_send(r, op->status, result);
+}
+
+
+/*
+ * An invited account gets a link that signs it in: a token of its own
+ * kind, tied to the account's password version like a reset token.
+ */
+
+static void
+ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_channel_op_t  *op = task->data;
+
+    u_char                      *p;
+    char                        *token;
+    ngx_str_t                    to, link, detail;
+    ngx_foko_chat_claims_t       claims;
+    ngx_foko_chat_main_conf_t   *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+
+    ngx_memzero(&claims, sizeof(ngx_foko_chat_claims_t));
+    ngx_memcpy(claims.sub, op->invitee.id, sizeof(claims.sub));
+    claims.ver = op->invitee.ver;
+
+    token = ngx_foko_chat_jwt_issue(fmcf->jwt, NGX_FOKO_CHAT_TOKEN_INVITE,
+                                    &claims, 7 * 86400);
+    if (token == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, task->log, 0,
+                      "foko chat: cannot sign an invitation token");
+        return;
+    }
+
+    link.len = sizeof("/invite?channel=&token=") - 1 + 24
+               + ngx_strlen(token);
+    link.data = ngx_alloc(link.len, task->log);
+
+    if (link.data) {
+        p = ngx_sprintf(link.data, "/invite?channel=%s&token=%s",
+                        op->channel, token);
+        link.len = p - link.data;
+
+        to.data = op->invitee.email;
+        to.len = ngx_strlen(op->invitee.email);
+        detail.data = op->ch.name;
+        detail.len = ngx_strlen(op->ch.name);
+
+        (void) ngx_foko_chat_mail_send(fmcf, task->log,
+                                       NGX_FOKO_CHAT_MAIL_INVITE,
+                                       &to, &link, &detail);
+        ngx_free(link.data);
+    }
+
+    free(token);
+}
+
+
+/* a channel name: 1 to 64 characters, no controls, no outer spaces */
+
+static const char *
+ngx_foko_chat_channels_name(json_t *body, u_char *out, ngx_uint_t required)
+{
+    u_char      *p, *end;
+    json_t      *v;
+    size_t       chars;
+    ngx_str_t    name;
+    const char  *problem;
+
+    out[0] = '\0';
+
+    v = json_object_get(body, "name");
+
+    if (!required && (v == NULL || json_is_null(v))) {
+        return NULL;
+    }
+
+    problem = ngx_foko_chat_json_string(body, "name", 1,
+                                        NGX_FOKO_CHAT_CHANNEL_NAME_MAX, 0,
+                                        &name);
+    if (problem) {
+        return problem;
+    }
+
+    end = name.data + name.len;
+    chars = 0;
+
+    for (p = name.data; p < end; p++) {
+        chars += ((*p & 0xc0) != 0x80);
+    }
+
+    if (chars > NGX_FOKO_CHAT_CHANNEL_CHARS) {
+        return "is longer than 64 characters";
+    }
+
+    if (name.data[0] == ' ' || end[-1] == ' ') {
+        return "must not start or end with a space";
+    }
+
+    ngx_memcpy(out, name.data, name.len);
+    out[name.len] = '\0';
+
+    return NULL;
+}
+
+
+/* the pool thread's side: MongoDB calls, then the answer to send */
+
+static void
+ngx_foko_chat_channels_list_run(ngx_foko_chat_channel_op_t *op)
+{
+    json_t                       *list, *reads, *item;
+    ngx_uint_t                    i, n;
+    ngx_foko_chat_channel_doc_t  *found;
+
+    if (ngx_foko_chat_store_channels_of(op->user, &found, &n, op->err)
+        != NGX_OK)
+    {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    reads = NULL;
+
+    if (ngx_foko_chat_store_reads_of(op->user, &reads, op->err) != NGX_OK) {
+        op->rc = NGX_ERROR;
+        n = 0;
+    }
+
+    list = op->rc == NGX_OK ? json_array() : NULL;
+
+    for (i = 0; i < n; i++) {
+        item = list ? ngx_foko_chat_channels_describe(op, &found[i], reads)
+                    : NULL;
+
+        if (item == NULL || json_array_append_new(list, item) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+
+    for (i = 0; found && i < n; i++) {
+        ngx_foko_chat_store_channel_doc_free(&found[i]);
+    }
+
+    free(found);
+    json_decref(reads);
+
+    if (op->rc == NGX_OK && list == NULL) {
+        op->rc = NGX_ERROR;
+    }
+
+    op->result = list;
+}
+
+
+static void
+ngx_foko_chat_channels_create_run(ngx_foko_chat_channel_op_t *op)
+{
+    json_t      *names;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+
+    /* every member must be a user; invited accounts count */
+
+    if (ngx_foko_chat_store_usernames(op->ch.members, op->ch.nmembers, &names,
+                                      op->err)
+        != NGX_OK)
+    {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    for (i = 0; i < op->ch.nmembers; i++) {
+        if (json_object_get(names, (char *) op->ch.members[i]) == NULL) {
+            json_decref(names);
+            ngx_foko_chat_channels_fail(op, 422, "unknown_user",
+                                        "a member is not a user");
+            return;
+        }
+    }
+
+    json_decref(names);
+
+    op->status = NGX_HTTP_CREATED;
+
+    rc = ngx_foko_chat_store_channel_insert(&op->ch, op->err);
+
+    if (rc == NGX_DECLINED) {
+        /* a direct conversation of these two exists: that one */
+        op->status = NGX_HTTP_OK;
+        rc = ngx_foko_chat_store_channel_find_direct(&op->ch, op->err);
+    }
+
+    if (rc != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    op->result = ngx_foko_chat_channels_describe(op, &op->ch, NULL);
+
+    if (op->result == NULL) {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static void
+ngx_foko_chat_channels_get_run(ngx_foko_chat_channel_op_t *op)
+{
+    json_t  *reads;
+
+    if (ngx_foko_chat_channels_find_mine(op) != NGX_OK) {
+        return;
+    }
+
+    reads = NULL;
+
+    if (ngx_foko_chat_store_reads_of(op->user, &reads, op->err) != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    op->result = ngx_foko_chat_channels_describe(op, &op->ch, reads);
+    json_decref(reads);
+
+    if (op->result == NULL) {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static void
+ngx_foko_chat_channels_rename_run(ngx_foko_chat_channel_op_t *op)
+{
+    u_char  name[NGX_FOKO_CHAT_CHANNEL_NAME_MAX + 1];
+
+    ngx_memcpy(name, op->ch.name, sizeof(name));
+
+    if (ngx_foko_chat_channels_find_mine(op) != NGX_OK) {
+        return;
+    }
+
+    if (op->ch.direct) {
+        ngx_foko_chat_channels_fail(op, 422, "direct_channel",
+                                    "a direct conversation has no name");
+        return;
+    }
+
+    ngx_memcpy(op->ch.name, name, sizeof(name));
+
+    if (ngx_foko_chat_store_channel_rename(&op->ch, op->err) != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    op->result = ngx_foko_chat_channels_describe(op, &op->ch, NULL);
+
+    if (op->result == NULL) {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static void
+ngx_foko_chat_channels_invite_run(ngx_foko_chat_channel_op_t *op)
+{
+    ngx_int_t  rc;
+
+    if (ngx_foko_chat_channels_find_mine(op) != NGX_OK) {
+        return;
+    }
+
+    if (op->ch.direct) {
+        ngx_foko_chat_channels_fail(op, 422, "direct_channel",
+                                    "a direct conversation stays between "
+                                    "two");
+        return;
+    }
+
+    if (ngx_foko_chat_store_user_invite(&op->invitee, op->err) != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    rc = ngx_foko_chat_store_channel_join(op->channel, op->invitee.id,
+                                          op->max_members, op->err);
+
+    if (rc == NGX_BUSY) {
+        ngx_foko_chat_channels_fail(op, NGX_HTTP_CONFLICT, "already_member",
+                                    "already a member of this channel");
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_foko_chat_channels_fail(op, 422, "channel_full",
+                                    "the channel is full");
+        return;
+    }
+
+    if (rc == NGX_ABORT) {
+        ngx_foko_chat_channels_fail(op, NGX_HTTP_NOT_FOUND, "not_found",
+                                    "no such channel");
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    op->invited = op->invitee.invited;
+
+    ngx_foko_chat_store_channel_doc_free(&op->ch);
+
+    if (ngx_foko_chat_store_channel_find(&op->ch, op->err) != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    op->result = ngx_foko_chat_channels_describe(op, &op->ch, NULL);
+
+    if (op->result == NULL) {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static void
+ngx_foko_chat_channels_leave_run(ngx_foko_chat_channel_op_t *op)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_foko_chat_store_channel_leave(op->channel, op->user, op->err);
+
+    if (rc == NGX_DECLINED || rc == NGX_ABORT) {
+        ngx_foko_chat_channels_fail(op, NGX_HTTP_NOT_FOUND, "not_found",
+                                    "no such channel");
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        op->rc = NGX_ERROR;
+        return;
+    }
+
+    op->status = NGX_HTTP_NO_CONTENT;
+}
+
+
+/* op->ch is the channel of the path, if the caller is in it */
+
+static ngx_int_t
+ngx_foko_chat_channels_find_mine(ngx_foko_chat_channel_op_t *op)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_foko_chat_store_channel_find(&op->ch, op->err);
+
+    if (rc == NGX_ERROR) {
+        op->rc = NGX_ERROR;
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK || !ngx_foko_chat_channel_has(&op->ch, op->user)) {
+        ngx_foko_chat_channels_fail(op, NGX_HTTP_NOT_FOUND, "not_found",
+                                    "no such channel");
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * { id, name, direct, members: [{id, username, online}], last_message,
+ * last_seq, unread }; "reads" (the caller's read marks) may be NULL.
+ */
+
+static json_t *
+ngx_foko_chat_channels_describe(ngx_foko_chat_channel_op_t *op,
+    ngx_foko_chat_channel_doc_t *ch, json_t *reads)
+{
+    json_t      *j, *members, *names, *page, *last, *name, *member;
+    int64_t      last_seq, read;
+    ngx_uint_t   i, more;
+
+    names = NULL;
+    page = NULL;
+
+    if (ngx_foko_chat_store_usernames(ch->members, ch->nmembers, &names,
+                                      op->err)
+        != NGX_OK
+        || ngx_foko_chat_store_messages_page(ch->id, 0, 0, 1, &page, &more,
+                                             op->err)
+           != NGX_OK)
+    {
+        json_decref(names);
+        json_decref(page);
+        return NULL;
+    }
+
+    members = json_array();
+
+    for (i = 0; members && i < ch->nmembers; i++) {
+        name = json_object_get(names, (char *) ch->members[i]);
+
+        member = json_pack("{s:s,s:s,s:b}", "id", (char *) ch->members[i],
+                           "username", name ? json_string_value(name) : "",
+                           "online", 0);
+
+        if (member == NULL || json_array_append_new(members, member) != 0) {
+            json_decref(members);
+            members = NULL;
+        }
+    }
+
+    last = json_array_get(page, 0);
+    last_seq = last ? json_integer_value(json_object_get(last, "seq")) : 0;
+
+    read = reads ? json_integer_value(json_object_get(reads,
+                                                      (char *) ch->id))
+                 : last_seq;
+
+    j = json_pack("{s:s,s:s?,s:b,s:o,s:O?,s:I,s:I}",
+                  "id", (char *) ch->id,
+                  "name", ch->name[0] ? (char *) ch->name : NULL,
+                  "direct", (int) ch->direct,
+                  "members", members,
+                  "last_message", last,
+                  "last_seq", (json_int_t) last_seq,
+                  "unread", (json_int_t) ngx_max(last_seq - read, 0));
+
+    json_decref(names);
+    json_decref(page);
+
+    return j;
+}
+
+
+static void
+ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    op->status = status;
+    op->code = code;
+    op->message = message;
+}

@@ -1,0 +1,1104 @@
+
+/*
+ * Foko chat: messages: history, posting with group commit, edits, read
+ * marks.
+ *
+ * A post gets its seq from the channel's counter in the shared zone at
+ * once, then waits in this worker's write queue.  One batch at a time goes
+ * to MongoDB in a single round trip (group commit); when MongoDB has
+ * acknowledged it, every post of the batch is answered 201.  A failed batch
+ * goes back to the head of the queue and is retried with backoff, so the
+ * batches of a worker complete in seq order and nothing acknowledged is
+ * ever lost.  Past foko_chat_write_queue waiting posts, new ones get 503
+ * before a seq is spent on them.
+ */
+
+
+#include "ngx_foko_chat_messages.h"
+#include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_json.h"
+#include "ngx_foko_chat_seq.h"
+#include "ngx_foko_chat_shm.h"
+#include "ngx_foko_chat_store.h"
+#include "ngx_foko_chat_task.h"
+
+
+#define NGX_FOKO_CHAT_RETRY_MIN   100
+#define NGX_FOKO_CHAT_RETRY_MAX   5000
+
+
+typedef struct ngx_foko_chat_msg_op_s  ngx_foko_chat_msg_op_t;
+
+typedef void (*ngx_foko_chat_msg_run_pt)(ngx_foko_chat_msg_op_t *op);
+
+
+struct ngx_foko_chat_msg_op_s {
+    ngx_foko_chat_msg_run_pt       run;
+
+    /* input */
+    u_char                         user[25];
+    u_char                         username[NGX_FOKO_CHAT_USERNAME_MAX + 1];
+    u_char                         mid[25];
+    u_char                         client_id[NGX_FOKO_CHAT_CLIENT_ID_MAX + 1];
+    u_char                        *text;         /* malloc()ed */
+    int64_t                        before;
+    int64_t                        after;
+    int64_t                        seq;
+    ngx_uint_t                     limit;
+    ngx_foko_chat_channel_doc_t    ch;
+    unsigned                       load_seq:1;
+    unsigned                       remove:1;
+
+    /* output */
+    ngx_int_t                      rc;           /* NGX_ERROR: storage */
+    u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
+    ngx_int_t                      found;        /* NGX_OK, NGX_DECLINED */
+    int64_t                        stored_seq;
+    ngx_uint_t                     more;
+    json_t                        *result;
+};
+
+
+/* a post waiting for its batch */
+
+typedef struct {
+    ngx_queue_t                    queue;
+    json_t                        *message;
+    ngx_http_request_t            *request;
+    ngx_http_cleanup_t            *cleanup;
+} ngx_foko_chat_pending_t;
+
+
+typedef struct {
+    json_t                       **messages;
+    ngx_uint_t                     n;
+    ngx_int_t                      rc;
+    u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
+} ngx_foko_chat_batch_t;
+
+
+typedef struct {
+    ngx_queue_t                    waiting;
+    ngx_queue_t                    writing;
+    ngx_uint_t                     nwaiting;
+    ngx_uint_t                     nwriting;
+    ngx_event_t                    retry;
+    ngx_msec_t                     backoff;
+    unsigned                       busy:1;
+    unsigned                       failing:1;
+} ngx_foko_chat_writer_t;
+
+
+static ngx_int_t ngx_foko_chat_messages_start(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx, ngx_foko_chat_task_t *task,
+    ngx_foko_chat_msg_run_pt run, ngx_foko_chat_task_done_pt done);
+static ngx_foko_chat_task_t *ngx_foko_chat_messages_task(
+    ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx);
+static void ngx_foko_chat_messages_thread(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_messages_check(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_messages_release(ngx_foko_chat_msg_op_t *op);
+static ngx_int_t ngx_foko_chat_messages_int_arg(ngx_http_request_t *r,
+    const char *name, int64_t min, int64_t max, int64_t *value);
+static const char *ngx_foko_chat_messages_text(ngx_http_request_t *r,
+    json_t *body, ngx_foko_chat_msg_op_t *op);
+static ngx_uint_t ngx_foko_chat_messages_find_mine(
+    ngx_foko_chat_msg_op_t *op);
+
+static void ngx_foko_chat_messages_list_run(ngx_foko_chat_msg_op_t *op);
+static ngx_int_t ngx_foko_chat_messages_list_done(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_messages_prepare_run(ngx_foko_chat_msg_op_t *op);
+static ngx_int_t ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_messages_update_run(ngx_foko_chat_msg_op_t *op);
+static ngx_int_t ngx_foko_chat_messages_update_done(
+    ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_messages_read_run(ngx_foko_chat_msg_op_t *op);
+static ngx_int_t ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task);
+
+static json_t *ngx_foko_chat_messages_new(ngx_foko_chat_msg_op_t *op,
+    int64_t seq);
+static ngx_int_t ngx_foko_chat_writer_add(ngx_http_request_t *r,
+    json_t *message);
+static void ngx_foko_chat_writer_cleanup(void *data);
+static void ngx_foko_chat_writer_kick(void);
+static void ngx_foko_chat_writer_retry(ngx_event_t *ev);
+static void ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task);
+
+
+static ngx_foko_chat_writer_t  ngx_foko_chat_writer;
+
+
+ngx_int_t
+ngx_foko_chat_messages_init_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_init(&ngx_foko_chat_writer.waiting);
+    ngx_queue_init(&ngx_foko_chat_writer.writing);
+
+    /*
+     * Not cancelable: a worker that is shutting down keeps retrying what it
+     * still has to write (worker_shutdown_timeout bounds that).
+     */
+
+    ngx_foko_chat_writer.retry.handler = ngx_foko_chat_writer_retry;
+    ngx_foko_chat_writer.retry.log = cycle->log;
+    ngx_foko_chat_writer.backoff = NGX_FOKO_CHAT_RETRY_MIN;
+
+    return NGX_OK;
+}
+
+
+/* GET /api/channels/:id/messages?before=&after=&limit= */
+
+ngx_int_t
+ngx_foko_chat_messages_list(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    int64_t                  before, after, limit;
+    ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_msg_op_t  *op;
+
+    before = 0;
+    after = 0;
+    limit = NGX_FOKO_CHAT_PAGE_DEFAULT;
+
+    if (ngx_foko_chat_messages_int_arg(r, "before", 1, NGX_MAX_INT_T_VALUE,
+                                       &before)
+        != NGX_OK)
+    {
+        return ngx_foko_chat_json_send_invalid(r, "before",
+                                               "must be a positive seq");
+    }
+
+    if (ngx_foko_chat_messages_int_arg(r, "after", 0, NGX_MAX_INT_T_VALUE,
+                                       &after)
+        != NGX_OK)
+    {
+        return ngx_foko_chat_json_send_invalid(r, "after",
+                                               "must be a seq");
+    }
+
+    if (ngx_foko_chat_messages_int_arg(r, "limit", 1, NGX_FOKO_CHAT_PAGE_MAX,
+                                       &limit)
+        != NGX_OK)
+    {
+        return ngx_foko_chat_json_send_invalid(r, "limit",
+                                               "must be between 1 and 200");
+    }
+
+    task = ngx_foko_chat_messages_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+    op->before = before;
+    op->after = after;
+    op->limit = (ngx_uint_t) limit;
+
+    /* "after=0" asks for the oldest page */
+
+    if (ngx_http_arg(r, (u_char *) "after", 5, &(ngx_str_t) { 0, NULL })
+        == NGX_OK && after == 0)
+    {
+        op->after = -1;
+    }
+
+    return ngx_foko_chat_messages_start(r, ctx, task,
+                                        ngx_foko_chat_messages_list_run,
+                                        ngx_foko_chat_messages_list_done);
+}
+
+
+/* POST /api/channels/:id/messages {text, client_id} */
+
+ngx_int_t
+ngx_foko_chat_messages_post(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    json_t                     *v;
+    ngx_str_t                   id;
+    const char                 *problem;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_msg_op_t     *op;
+    ngx_foko_chat_shm_ctx_t    *shm;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+
+    task = ngx_foko_chat_messages_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+
+    problem = ngx_foko_chat_messages_text(r, ctx->body, op);
+    if (problem) {
+        ngx_foko_chat_messages_release(op);
+        ngx_foko_chat_task_free(task);
+
+        if (problem == (char *) -1) {
+            return ngx_foko_chat_json_send_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "too_large",
+                                         "the message is too long");
+        }
+
+        return ngx_foko_chat_json_send_invalid(r, "text", problem);
+    }
+
+    v = json_object_get(ctx->body, "client_id");
+
+    if (v && !json_is_null(v)) {
+        problem = ngx_foko_chat_json_string(ctx->body, "client_id", 1,
+                                            NGX_FOKO_CHAT_CLIENT_ID_MAX, 0,
+                                            &id);
+        if (problem) {
+            ngx_foko_chat_messages_release(op);
+            ngx_foko_chat_task_free(task);
+            return ngx_foko_chat_json_send_invalid(r, "client_id", problem);
+        }
+
+        ngx_memcpy(op->client_id, id.data, id.len);
+    }
+
+    if (ngx_foko_chat_writer.nwaiting + ngx_foko_chat_writer.nwriting
+        >= fmcf->write_queue)
+    {
+        ngx_foko_chat_messages_release(op);
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "storage_unavailable",
+                                             "too many messages are waiting "
+                                             "for the database");
+    }
+
+    shm = ngx_foko_chat_shm_get(r);
+
+    if (ctx->nargs && ngx_foko_chat_is_id(&ctx->args[0])) {
+        op->load_seq = ngx_foko_chat_seq_last(shm, ctx->args[0].data) < 0;
+    }
+
+    return ngx_foko_chat_messages_start(r, ctx, task,
+                                        ngx_foko_chat_messages_prepare_run,
+                                        ngx_foko_chat_messages_post_done);
+}
+
+
+/* PATCH /api/channels/:id/messages/:mid {text} */
+
+ngx_int_t
+ngx_foko_chat_messages_edit(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    const char              *problem;
+    ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_msg_op_t  *op;
+
+    task = ngx_foko_chat_messages_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+
+    problem = ngx_foko_chat_messages_text(r, ctx->body, op);
+    if (problem) {
+        ngx_foko_chat_messages_release(op);
+        ngx_foko_chat_task_free(task);
+
+        if (problem == (char *) -1) {
+            return ngx_foko_chat_json_send_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "too_large",
+                                         "the message is too long");
+        }
+
+        return ngx_foko_chat_json_send_invalid(r, "text", problem);
+    }
+
+    return ngx_foko_chat_messages_start(r, ctx, task,
+                                        ngx_foko_chat_messages_update_run,
+                                        ngx_foko_chat_messages_update_done);
+}
+
+
+/* DELETE /api/channels/:id/messages/:mid: a tombstone stays */
+
+ngx_int_t
+ngx_foko_chat_messages_delete(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_msg_op_t  *op;
+
+    task = ngx_foko_chat_messages_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+    op->remove = 1;
+
+    return ngx_foko_chat_messages_start(r, ctx, task,
+                                        ngx_foko_chat_messages_update_run,
+                                        ngx_foko_chat_messages_update_done);
+}
+
+
+/* POST /api/channels/:id/read {seq} */
+
+ngx_int_t
+ngx_foko_chat_messages_read(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    json_t                  *v;
+    ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_msg_op_t  *op;
+
+    v = json_object_get(ctx->body, "seq");
+
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return ngx_foko_chat_json_send_invalid(r, "seq",
+                                         "must be a non-negative integer");
+    }
+
+    task = ngx_foko_chat_messages_task(r, ctx);
+    if (task == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = task->data;
+    op->seq = json_integer_value(v);
+
+    return ngx_foko_chat_messages_start(r, ctx, task,
+                                        ngx_foko_chat_messages_read_run,
+                                        ngx_foko_chat_messages_read_done);
+}
+
+
+static ngx_foko_chat_task_t *
+ngx_foko_chat_messages_task(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx)
+{
+    ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_msg_op_t  *op;
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_msg_op_t),
+                                     r->connection->log);
+    if (task == NULL) {
+        return NULL;
+    }
+
+    op = task->data;
+
+    ngx_memcpy(op->user, ctx->claims.sub, sizeof(op->user));
+    ngx_memcpy(op->username, ctx->claims.name, ctx->claims.name_len + 1);
+
+    if (ctx->nargs > 0 && ctx->args[0].len == 24) {
+        ngx_memcpy(op->ch.id, ctx->args[0].data, 24);
+    }
+
+    if (ctx->nargs > 1 && ctx->args[1].len == 24) {
+        ngx_memcpy(op->mid, ctx->args[1].data, 24);
+    }
+
+    return task;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_messages_start(ngx_http_request_t *r,
+    ngx_foko_chat_api_ctx_t *ctx, ngx_foko_chat_task_t *task,
+    ngx_foko_chat_msg_run_pt run, ngx_foko_chat_task_done_pt done)
+{
+    ngx_uint_t                  i;
+    ngx_foko_chat_msg_op_t     *op;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+    op = task->data;
+
+    for (i = 0; i < ctx->nargs; i++) {
+        if (!ngx_foko_chat_is_id(&ctx->args[i])) {
+            ngx_foko_chat_messages_release(op);
+            ngx_foko_chat_task_free(task);
+            return i == 0 ? ngx_foko_chat_send_not_found(r)
+                          : ngx_foko_chat_json_send_error(r,
+                                NGX_HTTP_NOT_FOUND, "not_found",
+                                "no such message");
+        }
+    }
+
+    op->run = run;
+    task->run = ngx_foko_chat_messages_thread;
+    task->done = done;
+
+    if (ngx_foko_chat_task_post_request(task, fmcf->storage_pool.pool, r)
+        != NGX_OK)
+    {
+        ngx_foko_chat_messages_release(op);
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "overloaded",
+                                             "the server is too busy");
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_foko_chat_messages_thread(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    op->rc = NGX_OK;
+    op->found = NGX_OK;
+
+    op->run(op);
+}
+
+
+/*
+ * What every completion checks first: NGX_OK to go on, else the code to
+ * finalize the request with (an answer was sent, or it is gone).
+ */
+
+static ngx_int_t
+ngx_foko_chat_messages_check(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    ngx_http_request_t  *r;
+
+    r = task->request;
+
+    if (r == NULL) {
+        ngx_foko_chat_messages_release(op);
+        return NGX_DONE;
+    }
+
+    if (task->failed || op->rc == NGX_ERROR) {
+        ngx_foko_chat_messages_release(op);
+
+        if (op->err[0]) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "foko chat: %s", op->err);
+        }
+
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "storage_unavailable",
+                                             "the database is unreachable");
+    }
+
+    if (op->found == NGX_DECLINED) {
+        ngx_foko_chat_messages_release(op);
+        return ngx_foko_chat_send_not_found(r);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_foko_chat_messages_release(ngx_foko_chat_msg_op_t *op)
+{
+    free(op->text);
+    op->text = NULL;
+
+    ngx_foko_chat_store_channel_doc_free(&op->ch);
+
+    json_decref(op->result);
+    op->result = NULL;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_messages_int_arg(ngx_http_request_t *r, const char *name,
+    int64_t min, int64_t max, int64_t *value)
+{
+    ngx_int_t  n;
+    ngx_str_t  arg;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &arg) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    n = ngx_atoi(arg.data, arg.len);
+
+    if (n == NGX_ERROR || n < min || n > max) {
+        return NGX_ERROR;
+    }
+
+    *value = n;
+
+    return NGX_OK;
+}
+
+
+/* NULL, a problem with the text, or (char *) -1 for a text too long */
+
+static const char *
+ngx_foko_chat_messages_text(ngx_http_request_t *r, json_t *body,
+    ngx_foko_chat_msg_op_t *op)
+{
+    u_char                     *p, *end;
+    ngx_str_t                   text;
+    const char                 *problem;
+    ngx_uint_t                  blank;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+
+    problem = ngx_foko_chat_json_string(body, "text", 1,
+                                        NGX_FOKO_CHAT_API_MAX_BODY, 1,
+                                        &text);
+    if (problem) {
+        return problem;
+    }
+
+    if (text.len > fmcf->max_message_size) {
+        return (char *) -1;
+    }
+
+    end = text.data + text.len;
+    blank = 1;
+
+    for (p = text.data; p < end; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n') {
+            blank = 0;
+            break;
+        }
+    }
+
+    if (blank) {
+        return "must not be empty";
+    }
+
+    op->text = malloc(text.len + 1);
+    if (op->text == NULL) {
+        return "cannot be stored";
+    }
+
+    ngx_memcpy(op->text, text.data, text.len);
+    op->text[text.len] = '\0';
+
+    return NULL;
+}
+
+
+/* thread side: the channel of the path, if the caller is in it */
+
+static ngx_uint_t
+ngx_foko_chat_messages_find_mine(ngx_foko_chat_msg_op_t *op)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_foko_chat_store_channel_find(&op->ch, op->err);
+
+    if (rc == NGX_ERROR) {
+        op->rc = NGX_ERROR;
+        return 0;
+    }
+
+    if (rc != NGX_OK || !ngx_foko_chat_channel_has(&op->ch, op->user)) {
+        op->found = NGX_DECLINED;
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_foko_chat_messages_list_run(ngx_foko_chat_msg_op_t *op)
+{
+    if (!ngx_foko_chat_messages_find_mine(op)) {
+        return;
+    }
+
+    if (ngx_foko_chat_store_messages_page(op->ch.id, op->before,
+                                          op->after < 0 ? 0 : op->after,
+                                          op->limit, &op->result, &op->more,
+                                          op->err)
+        != NGX_OK)
+    {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static ngx_int_t
+ngx_foko_chat_messages_list_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    json_t     *body;
+    ngx_int_t   rc;
+
+    rc = ngx_foko_chat_messages_check(task);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    body = json_pack("{s:O,s:b}", "messages", op->result,
+                     "has_more", (int) op->more);
+
+    ngx_foko_chat_messages_release(op);
+
+    return ngx_foko_chat_json_send(task->request, NGX_HTTP_OK, body);
+}
+
+
+static void
+ngx_foko_chat_messages_prepare_run(ngx_foko_chat_msg_op_t *op)
+{
+    ngx_int_t  rc;
+
+    if (!ngx_foko_chat_messages_find_mine(op)) {
+        return;
+    }
+
+    if (op->client_id[0]) {
+        rc = ngx_foko_chat_store_message_by_client_id(op->user,
+                                                      op->client_id,
+                                                      &op->result, op->err);
+        if (rc == NGX_ERROR) {
+            op->rc = NGX_ERROR;
+            return;
+        }
+
+        if (rc == NGX_OK) {
+            return;
+        }
+    }
+
+    if (op->load_seq
+        && ngx_foko_chat_store_messages_max_seq(op->ch.id, &op->stored_seq,
+                                                op->err)
+           != NGX_OK)
+    {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static ngx_int_t
+ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    json_t                   *message, *body;
+    int64_t                   seq;
+    ngx_int_t                 rc;
+    ngx_http_request_t       *r;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    rc = ngx_foko_chat_messages_check(task);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r = task->request;
+
+    if (op->result) {
+        /* the same client_id again: the message it made, not another */
+
+        body = json_pack("{s:O}", "message", op->result);
+        ngx_foko_chat_messages_release(op);
+
+        return ngx_foko_chat_json_send(r, NGX_HTTP_OK, body);
+    }
+
+    shm = ngx_foko_chat_shm_get(r);
+
+    if (op->load_seq
+        && ngx_foko_chat_seq_load(shm, op->ch.id, op->stored_seq) != NGX_OK)
+    {
+        ngx_foko_chat_messages_release(op);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_foko_chat_seq_next(shm, op->ch.id, &seq);
+
+    if (rc != NGX_OK) {
+        /* loaded by the completion of another post that raced ours */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "foko chat: no seq counter for channel %s",
+                      op->ch.id);
+        ngx_foko_chat_messages_release(op);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    message = ngx_foko_chat_messages_new(op, seq);
+
+    ngx_foko_chat_messages_release(op);
+
+    if (message == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_foko_chat_writer_add(r, message) != NGX_OK) {
+        json_decref(message);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the write queue holds the request now */
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_foko_chat_messages_update_run(ngx_foko_chat_msg_op_t *op)
+{
+    ngx_int_t  rc;
+
+    if (!ngx_foko_chat_messages_find_mine(op)) {
+        return;
+    }
+
+    rc = ngx_foko_chat_store_message_update(op->ch.id, op->mid, op->user,
+                                            op->remove ? NULL : op->text,
+                                            &op->result, op->err);
+    if (rc == NGX_ERROR) {
+        op->rc = NGX_ERROR;
+
+    } else if (rc != NGX_OK) {
+        op->found = NGX_ABORT;
+    }
+}
+
+
+static ngx_int_t
+ngx_foko_chat_messages_update_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    json_t     *body;
+    ngx_int_t   rc;
+
+    rc = ngx_foko_chat_messages_check(task);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (op->found == NGX_ABORT) {
+        /* no such message, not the caller's, or deleted already */
+        ngx_foko_chat_messages_release(op);
+        return ngx_foko_chat_json_send_error(task->request,
+                                             NGX_HTTP_NOT_FOUND, "not_found",
+                                             "no such message of yours");
+    }
+
+    body = json_pack("{s:O}", "message", op->result);
+    ngx_foko_chat_messages_release(op);
+
+    return ngx_foko_chat_json_send(task->request, NGX_HTTP_OK, body);
+}
+
+
+static void
+ngx_foko_chat_messages_read_run(ngx_foko_chat_msg_op_t *op)
+{
+    if (!ngx_foko_chat_messages_find_mine(op)) {
+        return;
+    }
+
+    if (ngx_foko_chat_store_read_set(op->ch.id, op->user, op->seq, op->err)
+        != NGX_OK)
+    {
+        op->rc = NGX_ERROR;
+    }
+}
+
+
+static ngx_int_t
+ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    json_t     *body;
+    ngx_int_t   rc;
+
+    rc = ngx_foko_chat_messages_check(task);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    body = json_pack("{s:s,s:I}", "channel_id", (char *) op->ch.id,
+                     "seq", (json_int_t) op->seq);
+    ngx_foko_chat_messages_release(op);
+
+    return ngx_foko_chat_json_send(task->request, NGX_HTTP_OK, body);
+}
+
+
+/* a new message in the API's shape, with a fresh ObjectId */
+
+static json_t *
+ngx_foko_chat_messages_new(ngx_foko_chat_msg_op_t *op, int64_t seq)
+{
+    char        id[25];
+    u_char      created[sizeof("1970-01-01T00:00:00.000Z")];
+    json_t     *m;
+    ngx_tm_t    tm;
+    ngx_time_t *tp;
+    bson_oid_t  oid;
+
+    bson_oid_init(&oid, NULL);
+    bson_oid_to_string(&oid, id);
+
+    tp = ngx_timeofday();
+    ngx_gmtime(tp->sec, &tm);
+
+    (void) ngx_sprintf(created, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ%Z",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       tp->msec);
+
+    m = json_pack("{s:s,s:s,s:I,s:{s:s,s:s},s:s,s:s}",
+                  "id", id,
+                  "channel_id", (char *) op->ch.id,
+                  "seq", (json_int_t) seq,
+                  "author", "id", (char *) op->user,
+                           "username", (char *) op->username,
+                  "text", (char *) op->text,
+                  "created_at", (char *) created);
+
+    if (m && op->client_id[0]
+        && json_object_set_new(m, "client_id",
+                               json_string((char *) op->client_id))
+           != 0)
+    {
+        json_decref(m);
+        return NULL;
+    }
+
+    return m;
+}
+
+
+/* the write queue */
+
+static ngx_int_t
+ngx_foko_chat_writer_add(ngx_http_request_t *r, json_t *message)
+{
+    ngx_http_cleanup_t       *cln;
+    ngx_foko_chat_pending_t  *p;
+
+    p = ngx_calloc(sizeof(ngx_foko_chat_pending_t), r->connection->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        ngx_free(p);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_foko_chat_writer_cleanup;
+    cln->data = p;
+
+    p->message = message;
+    p->request = r;
+    p->cleanup = cln;
+
+    /* held until the batch is written; the task's hold ends now */
+    r->main->count++;
+
+    ngx_queue_insert_tail(&ngx_foko_chat_writer.waiting, &p->queue);
+    ngx_foko_chat_writer.nwaiting++;
+
+    ngx_foko_chat_writer_kick();
+
+    return NGX_OK;
+}
+
+
+/* the client went away: the message is written all the same */
+
+static void
+ngx_foko_chat_writer_cleanup(void *data)
+{
+    ngx_foko_chat_pending_t  *p = data;
+
+    p->request = NULL;
+}
+
+
+static void
+ngx_foko_chat_writer_kick(void)
+{
+    ngx_uint_t                  n;
+    ngx_queue_t                *q;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_batch_t      *batch;
+    ngx_foko_chat_pending_t    *p;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    if (ngx_foko_chat_writer.busy || ngx_foko_chat_writer.retry.timer_set
+        || ngx_queue_empty(&ngx_foko_chat_writer.waiting))
+    {
+        return;
+    }
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+
+    n = ngx_min(ngx_foko_chat_writer.nwaiting, NGX_FOKO_CHAT_BATCH_MAX);
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_batch_t)
+                                     + n * sizeof(json_t *),
+                                     ngx_cycle->log);
+    if (task == NULL) {
+        goto retry;
+    }
+
+    batch = task->data;
+    batch->messages = (json_t **) (batch + 1);
+
+    /* the batch owns references of its own: the queue may be dropped */
+
+    for (q = ngx_queue_head(&ngx_foko_chat_writer.waiting);
+         batch->n < n;
+         q = ngx_queue_next(q))
+    {
+        p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
+        batch->messages[batch->n++] = json_incref(p->message);
+    }
+
+    task->run = ngx_foko_chat_writer_run;
+    task->done = ngx_foko_chat_writer_done;
+
+    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
+        for (n = 0; n < batch->n; n++) {
+            json_decref(batch->messages[n]);
+        }
+
+        ngx_foko_chat_task_free(task);
+        goto retry;
+    }
+
+    /* move the batch's posts from "waiting" to "writing" */
+
+    while (ngx_foko_chat_writer.nwriting < batch->n) {
+        q = ngx_queue_head(&ngx_foko_chat_writer.waiting);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&ngx_foko_chat_writer.writing, q);
+        ngx_foko_chat_writer.nwaiting--;
+        ngx_foko_chat_writer.nwriting++;
+    }
+
+    ngx_foko_chat_writer.busy = 1;
+
+    return;
+
+retry:
+
+    ngx_add_timer(&ngx_foko_chat_writer.retry, ngx_foko_chat_writer.backoff);
+}
+
+
+static void
+ngx_foko_chat_writer_retry(ngx_event_t *ev)
+{
+    ngx_foko_chat_writer_kick();
+}
+
+
+static void
+ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_batch_t  *batch = task->data;
+
+    batch->rc = ngx_foko_chat_store_messages_insert(batch->messages,
+                                                    batch->n, batch->err);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_batch_t  *batch = task->data;
+
+    json_t                   *body;
+    ngx_uint_t                i;
+    ngx_queue_t              *q;
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_foko_chat_pending_t  *p;
+
+    for (i = 0; i < batch->n; i++) {
+        json_decref(batch->messages[i]);
+    }
+
+    ngx_foko_chat_writer.busy = 0;
+
+    if (task->failed || batch->rc != NGX_OK) {
+
+        if (!ngx_foko_chat_writer.failing) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "foko chat: %ui messages not written, will retry: "
+                          "%s", batch->n,
+                          task->failed ? (u_char *) "the thread pool is full"
+                                       : batch->err);
+            ngx_foko_chat_writer.failing = 1;
+        }
+
+        /* back to the head of the queue, in order */
+
+        while (!ngx_queue_empty(&ngx_foko_chat_writer.writing)) {
+            q = ngx_queue_last(&ngx_foko_chat_writer.writing);
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(&ngx_foko_chat_writer.waiting, q);
+            ngx_foko_chat_writer.nwriting--;
+            ngx_foko_chat_writer.nwaiting++;
+        }
+
+        ngx_add_timer(&ngx_foko_chat_writer.retry,
+                      ngx_foko_chat_writer.backoff);
+
+        ngx_foko_chat_writer.backoff = ngx_min(2 * ngx_foko_chat_writer.backoff,
+                                               NGX_FOKO_CHAT_RETRY_MAX);
+        return NGX_OK;
+    }
+
+    if (ngx_foko_chat_writer.failing) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "foko chat: messages are written again");
+        ngx_foko_chat_writer.failing = 0;
+    }
+
+    ngx_foko_chat_writer.backoff = NGX_FOKO_CHAT_RETRY_MIN;
+
+    while (!ngx_queue_empty(&ngx_foko_chat_writer.writing)) {
+        q = ngx_queue_head(&ngx_foko_chat_writer.writing);
+        ngx_queue_remove(q);
+        ngx_foko_chat_writer.nwriting--;
+
+        p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
+        r = p->request;
+
+        if (r) {
+            p->cleanup->handler = NULL;
+            c = r->connection;
+
+            body = json_pack("{s:O}", "message", p->message);
+            ngx_http_finalize_request(r,
+                ngx_foko_chat_json_send(r, NGX_HTTP_CREATED, body));
+            ngx_http_run_posted_requests(c);
+        }
+
+        json_decref(p->message);
+        ngx_free(p);
+    }
+
+    ngx_foko_chat_writer_kick();
+
+    return NGX_OK;
+}
