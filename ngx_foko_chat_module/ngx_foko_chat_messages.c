@@ -71,6 +71,7 @@ typedef struct {
 
 typedef struct {
     json_t                       **messages;
+    ngx_uint_t                    *status;       /* the answer of each */
     ngx_uint_t                     n;
     ngx_int_t                      rc;
     u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
@@ -96,7 +97,8 @@ static ngx_foko_chat_task_t *ngx_foko_chat_messages_task(
     ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx);
 static void ngx_foko_chat_messages_thread(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
-static ngx_int_t ngx_foko_chat_messages_check(ngx_foko_chat_task_t *task);
+static ngx_uint_t ngx_foko_chat_messages_answered(ngx_foko_chat_task_t *task,
+    ngx_int_t *rc);
 static void ngx_foko_chat_messages_release(ngx_foko_chat_msg_op_t *op);
 static ngx_int_t ngx_foko_chat_messages_int_arg(ngx_http_request_t *r,
     const char *name, int64_t min, int64_t max, int64_t *value);
@@ -160,7 +162,7 @@ ngx_foko_chat_messages_list(ngx_http_request_t *r,
     ngx_foko_chat_msg_op_t  *op;
 
     before = 0;
-    after = 0;
+    after = -1;
     limit = NGX_FOKO_CHAT_PAGE_DEFAULT;
 
     if (ngx_foko_chat_messages_int_arg(r, "before", 1, NGX_MAX_INT_T_VALUE,
@@ -196,14 +198,6 @@ ngx_foko_chat_messages_list(ngx_http_request_t *r,
     op->before = before;
     op->after = after;
     op->limit = (ngx_uint_t) limit;
-
-    /* "after=0" asks for the oldest page */
-
-    if (ngx_http_arg(r, (u_char *) "after", 5, &(ngx_str_t) { 0, NULL })
-        == NGX_OK && after == 0)
-    {
-        op->after = -1;
-    }
 
     return ngx_foko_chat_messages_start(r, ctx, task,
                                         ngx_foko_chat_messages_list_run,
@@ -463,12 +457,13 @@ ngx_foko_chat_messages_thread(ngx_foko_chat_task_t *task, ngx_log_t *log)
 
 
 /*
- * What every completion checks first: NGX_OK to go on, else the code to
- * finalize the request with (an answer was sent, or it is gone).
+ * What every completion checks first: 0 to go on, or 1 when there is
+ * nothing more to do (an error was answered, or the request is gone) and
+ * *rc is the code to finalize the request with.
  */
 
-static ngx_int_t
-ngx_foko_chat_messages_check(ngx_foko_chat_task_t *task)
+static ngx_uint_t
+ngx_foko_chat_messages_answered(ngx_foko_chat_task_t *task, ngx_int_t *rc)
 {
     ngx_foko_chat_msg_op_t  *op = task->data;
 
@@ -478,7 +473,8 @@ ngx_foko_chat_messages_check(ngx_foko_chat_task_t *task)
 
     if (r == NULL) {
         ngx_foko_chat_messages_release(op);
-        return NGX_DONE;
+        *rc = NGX_DONE;
+        return 1;
     }
 
     if (task->failed || op->rc == NGX_ERROR) {
@@ -489,17 +485,19 @@ ngx_foko_chat_messages_check(ngx_foko_chat_task_t *task)
                           "foko chat: %s", op->err);
         }
 
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "storage_unavailable",
-                                             "the database is unreachable");
+        *rc = ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                            "storage_unavailable",
+                                            "the database is unreachable");
+        return 1;
     }
 
     if (op->found == NGX_DECLINED) {
         ngx_foko_chat_messages_release(op);
-        return ngx_foko_chat_send_not_found(r);
+        *rc = ngx_foko_chat_send_not_found(r);
+        return 1;
     }
 
-    return NGX_OK;
+    return 0;
 }
 
 
@@ -620,8 +618,7 @@ ngx_foko_chat_messages_list_run(ngx_foko_chat_msg_op_t *op)
         return;
     }
 
-    if (ngx_foko_chat_store_messages_page(op->ch.id, op->before,
-                                          op->after < 0 ? 0 : op->after,
+    if (ngx_foko_chat_store_messages_page(op->ch.id, op->before, op->after,
                                           op->limit, &op->result, &op->more,
                                           op->err)
         != NGX_OK)
@@ -639,8 +636,7 @@ ngx_foko_chat_messages_list_done(ngx_foko_chat_task_t *task)
     json_t     *body;
     ngx_int_t   rc;
 
-    rc = ngx_foko_chat_messages_check(task);
-    if (rc != NGX_OK) {
+    if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
 
@@ -697,8 +693,7 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
     ngx_http_request_t       *r;
     ngx_foko_chat_shm_ctx_t  *shm;
 
-    rc = ngx_foko_chat_messages_check(task);
-    if (rc != NGX_OK) {
+    if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
 
@@ -781,8 +776,7 @@ ngx_foko_chat_messages_update_done(ngx_foko_chat_task_t *task)
     json_t     *body;
     ngx_int_t   rc;
 
-    rc = ngx_foko_chat_messages_check(task);
-    if (rc != NGX_OK) {
+    if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
 
@@ -824,8 +818,7 @@ ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task)
     json_t     *body;
     ngx_int_t   rc;
 
-    rc = ngx_foko_chat_messages_check(task);
-    if (rc != NGX_OK) {
+    if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
 
@@ -953,7 +946,8 @@ ngx_foko_chat_writer_kick(void)
     n = ngx_min(ngx_foko_chat_writer.nwaiting, NGX_FOKO_CHAT_BATCH_MAX);
 
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_batch_t)
-                                     + n * sizeof(json_t *),
+                                     + n * sizeof(json_t *)
+                                     + n * sizeof(ngx_uint_t),
                                      ngx_cycle->log);
     if (task == NULL) {
         goto retry;
@@ -961,6 +955,7 @@ ngx_foko_chat_writer_kick(void)
 
     batch = task->data;
     batch->messages = (json_t **) (batch + 1);
+    batch->status = (ngx_uint_t *) (batch->messages + n);
 
     /* the batch owns references of its own: the queue may be dropped */
 
@@ -1011,13 +1006,69 @@ ngx_foko_chat_writer_retry(ngx_event_t *ev)
 }
 
 
+/*
+ * One round trip for the whole batch.  A batch that collides with stored
+ * messages (the same client_id posted twice at once, on two workers) is
+ * written again one by one, and a post whose client_id was taken is
+ * answered with the message that took it.
+ */
+
 static void
 ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 {
     ngx_foko_chat_batch_t  *batch = task->data;
 
+    json_t      *existing;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+    const char  *client_id, *author;
+
+    for (i = 0; i < batch->n; i++) {
+        batch->status[i] = NGX_HTTP_CREATED;
+    }
+
     batch->rc = ngx_foko_chat_store_messages_insert(batch->messages,
                                                     batch->n, batch->err);
+    if (batch->rc != NGX_DECLINED) {
+        return;
+    }
+
+    for (i = 0; i < batch->n; i++) {
+        rc = ngx_foko_chat_store_messages_insert(&batch->messages[i], 1,
+                                                 batch->err);
+        if (rc == NGX_ERROR) {
+            batch->rc = NGX_ERROR;
+            return;
+        }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        client_id = json_string_value(json_object_get(batch->messages[i],
+                                                      "client_id"));
+        author = json_string_value(json_object_get(
+                     json_object_get(batch->messages[i], "author"), "id"));
+        existing = NULL;
+
+        if (client_id && author
+            && ngx_foko_chat_store_message_by_client_id((u_char *) author,
+                                                        (u_char *) client_id,
+                                                        &existing,
+                                                        batch->err)
+               == NGX_OK)
+        {
+            json_decref(batch->messages[i]);
+            batch->messages[i] = existing;
+            batch->status[i] = NGX_HTTP_OK;
+            continue;
+        }
+
+        /* a seq taken by another message: the counter went wrong */
+        batch->status[i] = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    batch->rc = NGX_OK;
 }
 
 
@@ -1033,13 +1084,13 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
     ngx_http_request_t       *r;
     ngx_foko_chat_pending_t  *p;
 
-    for (i = 0; i < batch->n; i++) {
-        json_decref(batch->messages[i]);
-    }
-
     ngx_foko_chat_writer.busy = 0;
 
     if (task->failed || batch->rc != NGX_OK) {
+
+        for (i = 0; i < batch->n; i++) {
+            json_decref(batch->messages[i]);
+        }
 
         if (!ngx_foko_chat_writer.failing) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -1076,7 +1127,7 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
 
     ngx_foko_chat_writer.backoff = NGX_FOKO_CHAT_RETRY_MIN;
 
-    while (!ngx_queue_empty(&ngx_foko_chat_writer.writing)) {
+    for (i = 0; !ngx_queue_empty(&ngx_foko_chat_writer.writing); i++) {
         q = ngx_queue_head(&ngx_foko_chat_writer.writing);
         ngx_queue_remove(q);
         ngx_foko_chat_writer.nwriting--;
@@ -1084,16 +1135,29 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
         p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
         r = p->request;
 
+        if (batch->status[i] == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "foko chat: a message collides with a stored "
+                          "one of the same seq");
+        }
+
         if (r) {
             p->cleanup->handler = NULL;
             c = r->connection;
 
-            body = json_pack("{s:O}", "message", p->message);
-            ngx_http_finalize_request(r,
-                ngx_foko_chat_json_send(r, NGX_HTTP_CREATED, body));
+            if (batch->status[i] == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+
+            } else {
+                body = json_pack("{s:O}", "message", batch->messages[i]);
+                ngx_http_finalize_request(r,
+                    ngx_foko_chat_json_send(r, batch->status[i], body));
+            }
+
             ngx_http_run_posted_requests(c);
         }
 
+        json_decref(batch->messages[i]);
         json_decref(p->message);
         ngx_free(p);
     }

@@ -24,6 +24,8 @@ typedef struct {
 
 
 static mongoc_uri_t *ngx_foko_chat_store_uri(ngx_str_t *s, ngx_log_t *log);
+static void ngx_foko_chat_store_log(mongoc_log_level_t level,
+    const char *domain, const char *message, void *data);
 static void ngx_foko_chat_store_probe_handler(ngx_event_t *ev);
 static ngx_int_t ngx_foko_chat_store_probe_done(ngx_foko_chat_task_t *task);
 static void ngx_foko_chat_store_indexes(ngx_log_t *log);
@@ -105,6 +107,7 @@ ngx_foko_chat_store_init_process(ngx_cycle_t *cycle)
     }
 
     mongoc_init();
+    mongoc_log_set_handler(ngx_foko_chat_store_log, NULL);
 
     uri = ngx_foko_chat_store_uri(&fmcf->mongo_uri, cycle->log);
     if (uri == NULL) {
@@ -138,6 +141,39 @@ ngx_foko_chat_store_init_process(ngx_cycle_t *cycle)
     ngx_add_timer(&ngx_foko_chat_store.probe, 1);
 
     return NGX_OK;
+}
+
+
+/* the driver's own messages go to nginx's error log, not to stderr */
+
+static void
+ngx_foko_chat_store_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data)
+{
+    ngx_uint_t  lvl;
+
+    switch (level) {
+
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+        lvl = NGX_LOG_ERR;
+        break;
+
+    case MONGOC_LOG_LEVEL_WARNING:
+        lvl = NGX_LOG_WARN;
+        break;
+
+    case MONGOC_LOG_LEVEL_MESSAGE:
+    case MONGOC_LOG_LEVEL_INFO:
+        lvl = NGX_LOG_INFO;
+        break;
+
+    default:
+        return;
+    }
+
+    ngx_log_error(lvl, ngx_cycle->log, 0, "foko chat: mongoc %s: %s",
+                  domain, message);
 }
 
 

@@ -147,8 +147,8 @@ ngx_int_t ngx_foko_chat_store_message_by_client_id(u_char *author,
     u_char *client_id, json_t **message, u_char *err);
 /*
  * Up to "limit" messages of a channel in seq order: after "after" (if
- * > 0), else before "before" (if > 0, the newest page below it), else the
- * newest page; *more says whether more exist on the far side.
+ * >= 0), else before "before" (if > 0, the newest page below it), else
+ * the newest page; *more says whether more exist on the far side.
  */
 ngx_int_t ngx_foko_chat_store_messages_page(u_char *channel, int64_t before,
     int64_t after, ngx_uint_t limit, json_t **messages, ngx_uint_t *more,

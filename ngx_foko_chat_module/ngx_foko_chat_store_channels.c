@@ -1381,15 +1381,15 @@ ngx_foko_chat_store_messages_page(u_char *channel, int64_t before,
         return NGX_OK;
     }
 
-    backwards = (after <= 0);
+    backwards = (after < 0);
 
     bson_init(&filter);
     BSON_APPEND_OID(&filter, "channel_id", &oid);
 
-    if (after > 0 || before > 0) {
+    if (after >= 0 || before > 0) {
         BSON_APPEND_DOCUMENT_BEGIN(&filter, "seq", &range);
 
-        if (after > 0) {
+        if (after >= 0) {
             BSON_APPEND_INT64(&range, "$gt", after);
 
         } else {

@@ -30,7 +30,7 @@ our @EXPORT = qw(
     error_log_text json
 );
 
-my $Json = JSON::PP->new->canonical->allow_nonref;
+my $Json = JSON::PP->new->utf8->canonical->allow_nonref;
 my $Secret = 'test-secret-0123456789abcdefghijklmnop';
 my $Seq = 0;
 
