@@ -68,6 +68,7 @@ typedef struct {
     ngx_uint_t                 max_members;
     size_t                     max_message_size;
     ngx_uint_t                 write_queue;
+    ngx_uint_t                 history_cache;
 
     /* owned by ngx_foko_chat_jwt.c and ngx_foko_chat_mail.c */
     ngx_foko_chat_jwt_conf_t  *jwt;

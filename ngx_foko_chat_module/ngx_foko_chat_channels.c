@@ -11,6 +11,7 @@
 
 
 #include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_cache.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_jwt.h"
 #include "ngx_foko_chat_mail.h"
@@ -40,6 +41,7 @@ struct ngx_foko_chat_channel_op_s {
     const char                    *message;
     json_t                        *result;
     unsigned                       invited:1;
+    unsigned                       changed:1;   /* members or name */
 };
 
 
@@ -448,6 +450,12 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
         ngx_foko_chat_channels_invite_mail(task);
     }
 
+    if (op->changed && !task->failed && op->rc == NGX_OK) {
+        /* every worker loads it anew from MongoDB when next used */
+        ngx_foko_chat_cache_forget(
+            ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle), op->channel);
+    }
+
     if (r == NULL) {
         json_decref(result);
         return NGX_OK;
@@ -735,6 +743,8 @@ ngx_foko_chat_channels_rename_run(ngx_foko_chat_channel_op_t *op)
         return;
     }
 
+    op->changed = 1;
+
     op->result = ngx_foko_chat_channels_describe(op, &op->ch, NULL);
 
     if (op->result == NULL) {
@@ -791,6 +801,7 @@ ngx_foko_chat_channels_invite_run(ngx_foko_chat_channel_op_t *op)
     }
 
     op->invited = op->invitee.invited;
+    op->changed = 1;
 
     ngx_foko_chat_store_channel_doc_free(&op->ch);
 
@@ -825,6 +836,7 @@ ngx_foko_chat_channels_leave_run(ngx_foko_chat_channel_op_t *op)
         return;
     }
 
+    op->changed = 1;
     op->status = NGX_HTTP_NO_CONTENT;
 }
 

@@ -15,6 +15,7 @@
 
 
 #include "ngx_foko_chat_messages.h"
+#include "ngx_foko_chat_cache.h"
 #include "ngx_foko_chat_channels.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_seq.h"
@@ -56,6 +57,11 @@ struct ngx_foko_chat_msg_op_s {
     int64_t                        stored_seq;
     ngx_uint_t                     more;
     json_t                        *result;
+
+    /* what the channel cache is filled with: member names, latest */
+    json_t                        *names;
+    json_t                        *latest;
+    ngx_uint_t                     ring_size;
 };
 
 
@@ -119,6 +125,11 @@ static ngx_int_t ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task);
 
 static json_t *ngx_foko_chat_messages_new(ngx_foko_chat_msg_op_t *op,
     int64_t seq);
+static ngx_int_t ngx_foko_chat_messages_accept(ngx_http_request_t *r,
+    ngx_foko_chat_msg_op_t *op);
+static void ngx_foko_chat_messages_load(ngx_foko_chat_msg_op_t *op);
+static void ngx_foko_chat_messages_cache(ngx_http_request_t *r,
+    ngx_foko_chat_msg_op_t *op);
 static ngx_int_t ngx_foko_chat_writer_add(ngx_http_request_t *r,
     json_t *message);
 static void ngx_foko_chat_writer_cleanup(void *data);
@@ -157,9 +168,12 @@ ngx_int_t
 ngx_foko_chat_messages_list(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx)
 {
-    int64_t                  before, after, limit;
-    ngx_foko_chat_task_t    *task;
-    ngx_foko_chat_msg_op_t  *op;
+    json_t                   *page;
+    int64_t                   before, after, limit;
+    ngx_uint_t                member, more;
+    ngx_foko_chat_task_t     *task;
+    ngx_foko_chat_msg_op_t   *op;
+    ngx_foko_chat_shm_ctx_t  *shm;
 
     before = 0;
     after = -1;
@@ -199,6 +213,31 @@ ngx_foko_chat_messages_list(ngx_http_request_t *r,
     op->after = after;
     op->limit = (ngx_uint_t) limit;
 
+    /* recent history of a cached channel comes from the shared zone */
+
+    shm = ngx_foko_chat_shm_get(r);
+
+    if (ctx->nargs && ngx_foko_chat_is_id(&ctx->args[0])
+        && ngx_foko_chat_cache_member(shm, op->ch.id, op->user, &member)
+           == NGX_OK)
+    {
+        if (!member) {
+            ngx_foko_chat_task_free(task);
+            return ngx_foko_chat_send_not_found(r);
+        }
+
+        if (ngx_foko_chat_cache_page(shm, op->ch.id, before, after,
+                                     op->limit, &page, &more)
+            == NGX_OK)
+        {
+            ngx_foko_chat_task_free(task);
+            return ngx_foko_chat_json_send(r, NGX_HTTP_OK,
+                                           json_pack("{s:o,s:b}",
+                                                     "messages", page,
+                                                     "has_more", (int) more));
+        }
+    }
+
     return ngx_foko_chat_messages_start(r, ctx, task,
                                         ngx_foko_chat_messages_list_run,
                                         ngx_foko_chat_messages_list_done);
@@ -212,7 +251,9 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx)
 {
     json_t                     *v;
+    ngx_int_t                   rc;
     ngx_str_t                   id;
+    ngx_uint_t                  member;
     const char                 *problem;
     ngx_foko_chat_task_t       *task;
     ngx_foko_chat_msg_op_t     *op;
@@ -273,6 +314,21 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
 
     if (ctx->nargs && ngx_foko_chat_is_id(&ctx->args[0])) {
         op->load_seq = ngx_foko_chat_seq_last(shm, ctx->args[0].data) < 0;
+
+        /* a cached channel: no MongoDB round trip before the write */
+
+        if (!op->load_seq
+            && ngx_foko_chat_cache_member(shm, op->ch.id, op->user, &member)
+               == NGX_OK)
+        {
+            rc = member ? ngx_foko_chat_messages_accept(r, op)
+                        : ngx_foko_chat_send_not_found(r);
+
+            ngx_foko_chat_messages_release(op);
+            ngx_foko_chat_task_free(task);
+
+            return rc;
+        }
     }
 
     return ngx_foko_chat_messages_start(r, ctx, task,
@@ -377,8 +433,11 @@ static ngx_foko_chat_task_t *
 ngx_foko_chat_messages_task(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx)
 {
-    ngx_foko_chat_task_t    *task;
-    ngx_foko_chat_msg_op_t  *op;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_msg_op_t     *op;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
 
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_msg_op_t),
                                      r->connection->log);
@@ -387,6 +446,7 @@ ngx_foko_chat_messages_task(ngx_http_request_t *r,
     }
 
     op = task->data;
+    op->ring_size = fmcf->history_cache;
 
     ngx_memcpy(op->user, ctx->claims.sub, sizeof(op->user));
     ngx_memcpy(op->username, ctx->claims.name, ctx->claims.name_len + 1);
@@ -511,6 +571,12 @@ ngx_foko_chat_messages_release(ngx_foko_chat_msg_op_t *op)
 
     json_decref(op->result);
     op->result = NULL;
+
+    json_decref(op->names);
+    op->names = NULL;
+
+    json_decref(op->latest);
+    op->latest = NULL;
 }
 
 
@@ -618,6 +684,8 @@ ngx_foko_chat_messages_list_run(ngx_foko_chat_msg_op_t *op)
         return;
     }
 
+    ngx_foko_chat_messages_load(op);
+
     if (ngx_foko_chat_store_messages_page(op->ch.id, op->before, op->after,
                                           op->limit, &op->result, &op->more,
                                           op->err)
@@ -640,6 +708,8 @@ ngx_foko_chat_messages_list_done(ngx_foko_chat_task_t *task)
         return rc;
     }
 
+    ngx_foko_chat_messages_cache(task->request, op);
+
     body = json_pack("{s:O,s:b}", "messages", op->result,
                      "has_more", (int) op->more);
 
@@ -657,6 +727,8 @@ ngx_foko_chat_messages_prepare_run(ngx_foko_chat_msg_op_t *op)
     if (!ngx_foko_chat_messages_find_mine(op)) {
         return;
     }
+
+    ngx_foko_chat_messages_load(op);
 
     if (op->client_id[0]) {
         rc = ngx_foko_chat_store_message_by_client_id(op->user,
@@ -687,8 +759,7 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
 {
     ngx_foko_chat_msg_op_t  *op = task->data;
 
-    json_t                   *message, *body;
-    int64_t                   seq;
+    json_t                   *body;
     ngx_int_t                 rc;
     ngx_http_request_t       *r;
     ngx_foko_chat_shm_ctx_t  *shm;
@@ -698,6 +769,8 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
     }
 
     r = task->request;
+
+    ngx_foko_chat_messages_cache(r, op);
 
     if (op->result) {
         /* the same client_id again: the message it made, not another */
@@ -717,21 +790,49 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_foko_chat_seq_next(shm, op->ch.id, &seq);
+    rc = ngx_foko_chat_messages_accept(r, op);
 
-    if (rc != NGX_OK) {
-        /* loaded by the completion of another post that raced ours */
+    ngx_foko_chat_messages_release(op);
+
+    return rc;
+}
+
+
+/*
+ * The member's post enters the write queue with the channel's next seq,
+ * unless the ring shows its client_id already (a retry): then that message
+ * is the answer.  Returns the code to finalize the request with.
+ */
+
+static ngx_int_t
+ngx_foko_chat_messages_accept(ngx_http_request_t *r,
+    ngx_foko_chat_msg_op_t *op)
+{
+    json_t                   *message;
+    int64_t                   seq;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    shm = ngx_foko_chat_shm_get(r);
+
+    if (op->client_id[0]) {
+        message = ngx_foko_chat_cache_find_client_id(shm, op->ch.id,
+                                                     op->user,
+                                                     op->client_id);
+        if (message) {
+            return ngx_foko_chat_json_send(r, NGX_HTTP_OK,
+                                           json_pack("{s:o}", "message",
+                                                     message));
+        }
+    }
+
+    if (ngx_foko_chat_seq_next(shm, op->ch.id, &seq) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "foko chat: no seq counter for channel %s",
                       op->ch.id);
-        ngx_foko_chat_messages_release(op);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     message = ngx_foko_chat_messages_new(op, seq);
-
-    ngx_foko_chat_messages_release(op);
-
     if (message == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -744,6 +845,44 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
     /* the write queue holds the request now */
 
     return NGX_DONE;
+}
+
+
+/* thread side: what the channel cache needs besides the channel itself */
+
+static void
+ngx_foko_chat_messages_load(ngx_foko_chat_msg_op_t *op)
+{
+    ngx_uint_t  more;
+
+    if (ngx_foko_chat_store_usernames(op->ch.members, op->ch.nmembers,
+                                      &op->names, op->err)
+        != NGX_OK
+        || (op->ring_size
+            && ngx_foko_chat_store_messages_page(op->ch.id, 0, -1,
+                                                 op->ring_size, &op->latest,
+                                                 &more, op->err)
+               != NGX_OK))
+    {
+        /* the cache stays empty; the request goes on */
+        json_decref(op->names);
+        op->names = NULL;
+        op->err[0] = '\0';
+    }
+}
+
+
+static void
+ngx_foko_chat_messages_cache(ngx_http_request_t *r,
+    ngx_foko_chat_msg_op_t *op)
+{
+    if (op->names == NULL) {
+        return;
+    }
+
+    (void) ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_get(r), &op->ch,
+                                           op->names, op->latest,
+                                           op->ring_size);
 }
 
 
@@ -787,6 +926,9 @@ ngx_foko_chat_messages_update_done(ngx_foko_chat_task_t *task)
                                              NGX_HTTP_NOT_FOUND, "not_found",
                                              "no such message of yours");
     }
+
+    ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_get(task->request),
+                                    op->result);
 
     body = json_pack("{s:O}", "message", op->result);
     ngx_foko_chat_messages_release(op);
@@ -1008,9 +1150,11 @@ ngx_foko_chat_writer_retry(ngx_event_t *ev)
 
 /*
  * One round trip for the whole batch.  A batch that collides with stored
- * messages (the same client_id posted twice at once, on two workers) is
- * written again one by one, and a post whose client_id was taken is
- * answered with the message that took it.
+ * messages (a retry of a post whose first attempt is stored but no longer
+ * in the ring, or the same client_id posted at once on two workers) is
+ * written again one by one: a post whose client_id was taken is answered
+ * with the message that took it, and its own seq holds a tombstone, so
+ * that the channel's history has no gap.
  */
 
 static void
@@ -1018,7 +1162,7 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 {
     ngx_foko_chat_batch_t  *batch = task->data;
 
-    json_t      *existing;
+    json_t      *existing, *tomb;
     ngx_int_t    rc;
     ngx_uint_t   i;
     const char  *client_id, *author;
@@ -1058,6 +1202,24 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
                                                         batch->err)
                == NGX_OK)
         {
+            /* the seq handed out stays filled: by a tombstone */
+
+            tomb = json_deep_copy(batch->messages[i]);
+
+            if (tomb == NULL
+                || json_object_del(tomb, "client_id") != 0
+                || json_object_set_new(tomb, "text", json_string("")) != 0
+                || json_object_set_new(tomb, "deleted", json_true()) != 0
+                || ngx_foko_chat_store_messages_insert(&tomb, 1, batch->err)
+                   == NGX_ERROR)
+            {
+                json_decref(tomb);
+                json_decref(existing);
+                batch->rc = NGX_ERROR;
+                return;
+            }
+
+            json_decref(tomb);
             json_decref(batch->messages[i]);
             batch->messages[i] = existing;
             batch->status[i] = NGX_HTTP_OK;
@@ -1082,7 +1244,10 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
     ngx_queue_t              *q;
     ngx_connection_t         *c;
     ngx_http_request_t       *r;
+    ngx_foko_chat_shm_ctx_t  *shm;
     ngx_foko_chat_pending_t  *p;
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
 
     ngx_foko_chat_writer.busy = 0;
 
@@ -1139,6 +1304,9 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                           "foko chat: a message collides with a stored "
                           "one of the same seq");
+
+        } else if (shm) {
+            ngx_foko_chat_cache_put_message(shm, batch->messages[i]);
         }
 
         if (r) {

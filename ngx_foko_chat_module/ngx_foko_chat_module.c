@@ -10,6 +10,7 @@
 #include "ngx_foko_chat_jwt.h"
 #include "ngx_foko_chat_limit.h"
 #include "ngx_foko_chat_mail.h"
+#include "ngx_foko_chat_cache.h"
 #include "ngx_foko_chat_channels.h"
 #include "ngx_foko_chat_messages.h"
 #include "ngx_foko_chat_shm.h"
@@ -43,6 +44,10 @@ static ngx_conf_num_bounds_t  ngx_foko_chat_max_members_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_foko_chat_write_queue_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
+};
+
+static ngx_conf_num_bounds_t  ngx_foko_chat_history_cache_bounds = {
+    ngx_conf_check_num_bounds, 0, 10000
 };
 
 static ngx_conf_post_t  ngx_foko_chat_message_size_post = {
@@ -150,6 +155,13 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       offsetof(ngx_foko_chat_main_conf_t, write_queue),
       &ngx_foko_chat_write_queue_bounds },
 
+    { ngx_string("foko_chat_history_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, history_cache),
+      &ngx_foko_chat_history_cache_bounds },
+
     { ngx_string("foko_chat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_foko_chat_location,
@@ -229,6 +241,7 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
     fmcf->max_members = NGX_CONF_UNSET_UINT;
     fmcf->max_message_size = NGX_CONF_UNSET_SIZE;
     fmcf->write_queue = NGX_CONF_UNSET_UINT;
+    fmcf->history_cache = NGX_CONF_UNSET_UINT;
 
     return fmcf;
 }
@@ -244,6 +257,8 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(fmcf->max_message_size,
                              NGX_FOKO_CHAT_MESSAGE_SIZE);
     ngx_conf_init_uint_value(fmcf->write_queue, NGX_FOKO_CHAT_WRITE_QUEUE);
+    ngx_conf_init_uint_value(fmcf->history_cache,
+                             NGX_FOKO_CHAT_HISTORY_CACHE);
 
     if (fmcf->storage_pool.name.data == NULL) {
         ngx_str_set(&fmcf->storage_pool.name, "default");

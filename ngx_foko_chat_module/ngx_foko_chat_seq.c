@@ -16,7 +16,8 @@
 typedef struct {
     u_char                     color;
     u_char                     id[24];
-    int64_t                    last;
+    int64_t                    last;       /* handed out */
+    int64_t                    acked;      /* stored, highest */
 } ngx_foko_chat_seq_node_t;
 
 
@@ -108,6 +109,7 @@ ngx_foko_chat_seq_load(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     sn = (ngx_foko_chat_seq_node_t *) &node->color;
     ngx_memcpy(sn->id, channel, 24);
     sn->last = stored;
+    sn->acked = stored;
 
     ngx_rbtree_insert(&ctx->sh->seqs, node);
 
@@ -122,6 +124,36 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * The highest seq of a channel stored in MongoDB, as the workers saw their
+ * writes acknowledged; -1 if not known.  Called with the zone locked.
+ */
+
+int64_t
+ngx_foko_chat_seq_acked_locked(ngx_foko_chat_sh_t *sh, u_char *channel)
+{
+    ngx_foko_chat_seq_node_t  *sn;
+
+    sn = ngx_foko_chat_seq_lookup(sh, channel, ngx_crc32_short(channel, 24));
+
+    return sn ? sn->acked : -1;
+}
+
+
+void
+ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
+    int64_t seq)
+{
+    ngx_foko_chat_seq_node_t  *sn;
+
+    sn = ngx_foko_chat_seq_lookup(sh, channel, ngx_crc32_short(channel, 24));
+
+    if (sn && seq > sn->acked) {
+        sn->acked = seq;
+    }
 }
 
 

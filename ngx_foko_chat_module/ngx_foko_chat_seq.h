@@ -34,4 +34,11 @@ ngx_int_t ngx_foko_chat_seq_load(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel, int64_t stored);
 
 
+/* the highest acknowledged seq; with the zone locked */
+int64_t ngx_foko_chat_seq_acked_locked(ngx_foko_chat_sh_t *sh,
+    u_char *channel);
+void ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
+    int64_t seq);
+
+
 #endif /* _NGX_FOKO_CHAT_SEQ_H_INCLUDED_ */

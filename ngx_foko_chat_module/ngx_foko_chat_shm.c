@@ -12,6 +12,7 @@
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_limit.h"
 #include "ngx_foko_chat_seq.h"
+#include "ngx_foko_chat_cache.h"
 
 
 static ngx_int_t ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone,
@@ -87,6 +88,7 @@ ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_foko_chat_limit_init(ctx->sh);
     ngx_foko_chat_seq_init(ctx->sh);
+    ngx_foko_chat_cache_init(ctx->sh);
 
     len = sizeof(" in foko chat zone \"\"") + shm_zone->shm.name.len;
 

@@ -34,6 +34,12 @@ typedef struct {
     /* channels' seq counters: ngx_foko_chat_seq.c */
     ngx_rbtree_t               seqs;
     ngx_rbtree_node_t          seqs_sentinel;
+
+    /* the channel cache: ngx_foko_chat_cache.c */
+    ngx_rbtree_t               channels;
+    ngx_rbtree_node_t          channels_sentinel;
+    ngx_queue_t                channels_lru;
+    unsigned                   evicting:1;
 } ngx_foko_chat_sh_t;
 
 

@@ -1,0 +1,604 @@
+
+/*
+ * Foko chat: the channel cache in the shared zone.
+ *
+ * A channel is cached when a worker first needs it: its members, so that
+ * posting needs no MongoDB round trip to check membership, and a ring of
+ * its latest messages (foko_chat_history_cache of them), so that recent
+ * history is served from memory, also while MongoDB is away.  Every
+ * acknowledged message enters the ring of its channel; the slot of a seq
+ * is seq % size, and a slot counts only if it holds that very seq.
+ *
+ * The ring of a channel is trusted for the newest page only if it holds
+ * the highest seq that any worker saw acknowledged (kept beside the seq
+ * counter); a ring that missed one (loaded while the message was being
+ * written) is dropped, and the channel is loaded again.
+ *
+ * When the zone runs short, the least recently used channels are evicted
+ * whole; they come back from MongoDB when next used.
+ */
+
+
+#include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_seq.h"
+
+
+typedef struct {
+    u_char                         id[24];
+    u_char                         name_len;
+    u_char                         name[NGX_FOKO_CHAT_USERNAME_MAX];
+} ngx_foko_chat_cache_member_t;
+
+
+typedef struct {
+    int64_t                        seq;
+    u_char                        *json;
+    size_t                         len;
+} ngx_foko_chat_cache_slot_t;
+
+
+typedef struct {
+    u_char                         color;
+    u_char                         id[24];
+    ngx_queue_t                    lru;
+    ngx_uint_t                     nmembers;
+    ngx_foko_chat_cache_member_t  *members;
+    ngx_uint_t                     ring_size;
+    ngx_foko_chat_cache_slot_t    *ring;
+    int64_t                        top;          /* highest seq in ring */
+} ngx_foko_chat_cache_channel_t;
+
+
+static ngx_foko_chat_cache_channel_t *ngx_foko_chat_cache_lookup(
+    ngx_foko_chat_sh_t *sh, u_char *channel);
+static void ngx_foko_chat_cache_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void *ngx_foko_chat_cache_alloc(ngx_foko_chat_shm_ctx_t *ctx,
+    size_t size, ngx_foko_chat_cache_channel_t *keep);
+static void ngx_foko_chat_cache_free(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_cache_channel_t *cc);
+static ngx_int_t ngx_foko_chat_cache_put_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_cache_channel_t *cc, json_t *message);
+static ngx_uint_t ngx_foko_chat_cache_has(ngx_foko_chat_cache_channel_t *cc,
+    int64_t from, int64_t to);
+
+
+#define ngx_foko_chat_cache_node(cc)                                          \
+    ((ngx_rbtree_node_t *) ((u_char *) (cc)                                   \
+                            - offsetof(ngx_rbtree_node_t, color)))
+
+
+void
+ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh)
+{
+    ngx_rbtree_init(&sh->channels, &sh->channels_sentinel,
+                    ngx_foko_chat_cache_insert_value);
+    ngx_queue_init(&sh->channels_lru);
+}
+
+
+ngx_int_t
+ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
+    ngx_uint_t ring_size)
+{
+    size_t                          len;
+    json_t                         *name;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i;
+    const char                     *s;
+    ngx_rbtree_node_t              *node;
+    ngx_foko_chat_cache_member_t   *m;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    rc = NGX_ERROR;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, ch->id);
+    if (cc) {
+        ngx_foko_chat_cache_free(ctx, cc);
+    }
+
+    node = ngx_foko_chat_cache_alloc(ctx,
+                                     offsetof(ngx_rbtree_node_t, color)
+                                     + sizeof(ngx_foko_chat_cache_channel_t),
+                                     NULL);
+    if (node == NULL) {
+        goto done;
+    }
+
+    ngx_memzero(node, offsetof(ngx_rbtree_node_t, color)
+                      + sizeof(ngx_foko_chat_cache_channel_t));
+
+    node->key = ngx_crc32_short(ch->id, 24);
+
+    cc = (ngx_foko_chat_cache_channel_t *) &node->color;
+    ngx_memcpy(cc->id, ch->id, 24);
+    cc->top = -1;
+
+    ngx_rbtree_insert(&ctx->sh->channels, node);
+    ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
+
+    cc->members = ngx_foko_chat_cache_alloc(ctx, ch->nmembers
+                                      * sizeof(ngx_foko_chat_cache_member_t),
+                                            cc);
+    if (cc->members == NULL && ch->nmembers) {
+        ngx_foko_chat_cache_free(ctx, cc);
+        goto done;
+    }
+
+    for (i = 0; i < ch->nmembers; i++) {
+        m = &cc->members[i];
+        ngx_memcpy(m->id, ch->members[i], 24);
+
+        name = json_object_get(names, (char *) ch->members[i]);
+        s = name ? json_string_value(name) : NULL;
+        len = s ? ngx_min(ngx_strlen(s), NGX_FOKO_CHAT_USERNAME_MAX) : 0;
+
+        m->name_len = (u_char) ngx_min(len, 255);
+        ngx_memcpy(m->name, s, m->name_len);
+    }
+
+    cc->nmembers = ch->nmembers;
+
+    if (ring_size) {
+        cc->ring = ngx_foko_chat_cache_alloc(ctx, ring_size
+                                        * sizeof(ngx_foko_chat_cache_slot_t),
+                                             cc);
+        if (cc->ring) {
+            ngx_memzero(cc->ring,
+                        ring_size * sizeof(ngx_foko_chat_cache_slot_t));
+            cc->ring_size = ring_size;
+
+            for (i = 0; i < json_array_size(latest); i++) {
+                if (ngx_foko_chat_cache_put_locked(ctx, cc,
+                                                   json_array_get(latest, i))
+                    != NGX_OK)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_foko_chat_cache_member(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    u_char *user, ngx_uint_t *member)
+{
+    ngx_uint_t                      i;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
+
+    if (cc == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_remove(&cc->lru);
+    ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
+
+    *member = 0;
+
+    for (i = 0; i < cc->nmembers; i++) {
+        if (ngx_memcmp(cc->members[i].id, user, 24) == 0) {
+            *member = 1;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
+{
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
+    if (cc) {
+        ngx_foko_chat_cache_free(ctx, cc);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
+    json_t *message)
+{
+    json_t                         *seq;
+    const char                     *channel;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    channel = json_string_value(json_object_get(message, "channel_id"));
+    seq = json_object_get(message, "seq");
+
+    if (channel == NULL || ngx_strlen(channel) != 24
+        || !json_is_integer(seq))
+    {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ngx_foko_chat_seq_ack_locked(ctx->sh, (u_char *) channel,
+                                 json_integer_value(seq));
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, (u_char *) channel);
+
+    if (cc && cc->ring) {
+        if (ngx_foko_chat_cache_put_locked(ctx, cc, message) != NGX_OK) {
+            ngx_foko_chat_cache_free(ctx, cc);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t before, int64_t after, ngx_uint_t limit, json_t **page,
+    ngx_uint_t *more)
+{
+    json_t                         *list, *m;
+    int64_t                         from, to, acked, seq;
+    ngx_int_t                       rc;
+    json_error_t                    error;
+    ngx_foko_chat_cache_slot_t     *slot;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    rc = NGX_DECLINED;
+    list = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
+
+    if (cc == NULL || cc->ring == NULL) {
+        goto done;
+    }
+
+    acked = ngx_foko_chat_seq_acked_locked(ctx->sh, channel);
+
+    if (acked < 0 || cc->top < acked) {
+        /* the ring missed a message: load the channel again */
+        ngx_foko_chat_cache_free(ctx, cc);
+        goto done;
+    }
+
+    ngx_queue_remove(&cc->lru);
+    ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
+
+    if (after >= 0) {
+        from = after + 1;
+        to = ngx_min(after + (int64_t) limit, acked);
+        *more = (to < acked);
+
+    } else {
+        to = (before > 0) ? ngx_min(before - 1, acked) : acked;
+        from = ngx_max(to - (int64_t) limit + 1, 1);
+        *more = (from > 1);
+    }
+
+    if (from <= to && !ngx_foko_chat_cache_has(cc, from, to)) {
+        goto done;
+    }
+
+    list = json_array();
+
+    for (seq = from; list && seq <= to; seq++) {
+        slot = &cc->ring[seq % cc->ring_size];
+
+        m = json_loadb((char *) slot->json, slot->len, 0, &error);
+
+        if (m == NULL || json_array_append_new(list, m) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+
+    rc = list ? NGX_OK : NGX_DECLINED;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    *page = list;
+
+    return rc;
+}
+
+
+json_t *
+ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, u_char *author, u_char *client_id)
+{
+    json_t                         *m, *found;
+    ngx_uint_t                      i;
+    json_error_t                    error;
+    const char                     *s, *a;
+    ngx_foko_chat_cache_slot_t     *slot;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    found = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
+
+    for (i = 0; cc && cc->ring && found == NULL && i < cc->ring_size; i++) {
+        slot = &cc->ring[i];
+
+        if (slot->json == NULL
+            || ngx_strnstr(slot->json, (char *) client_id, slot->len) == NULL)
+        {
+            continue;
+        }
+
+        m = json_loadb((char *) slot->json, slot->len, 0, &error);
+
+        s = json_string_value(json_object_get(m, "client_id"));
+        a = json_string_value(json_object_get(json_object_get(m, "author"),
+                                              "id"));
+
+        if (s && a && ngx_strcmp(s, client_id) == 0
+            && ngx_strcmp(a, author) == 0)
+        {
+            found = m;
+
+        } else {
+            json_decref(m);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return found;
+}
+
+
+/* with the zone locked */
+
+static ngx_int_t
+ngx_foko_chat_cache_put_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_cache_channel_t *cc, json_t *message)
+{
+    char                        *text;
+    size_t                       len;
+    int64_t                      seq;
+    ngx_foko_chat_cache_slot_t  *slot;
+
+    seq = json_integer_value(json_object_get(message, "seq"));
+
+    if (seq < 1) {
+        return NGX_OK;
+    }
+
+    slot = &cc->ring[seq % cc->ring_size];
+
+    if (slot->json && slot->seq > seq) {
+        /* a newer message has the slot already */
+        return NGX_OK;
+    }
+
+    text = json_dumps(message, JSON_COMPACT);
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    if (slot->json) {
+        ngx_slab_free_locked(ctx->shpool, slot->json);
+        slot->json = NULL;
+    }
+
+    slot->json = ngx_foko_chat_cache_alloc(ctx, len, cc);
+
+    if (slot->json == NULL) {
+        free(text);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(slot->json, text, len);
+    free(text);
+
+    slot->seq = seq;
+    slot->len = len;
+
+    if (seq > cc->top) {
+        cc->top = seq;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_foko_chat_cache_has(ngx_foko_chat_cache_channel_t *cc, int64_t from,
+    int64_t to)
+{
+    int64_t                      seq;
+    ngx_foko_chat_cache_slot_t  *slot;
+
+    if (to - from + 1 > (int64_t) cc->ring_size) {
+        return 0;
+    }
+
+    for (seq = from; seq <= to; seq++) {
+        slot = &cc->ring[seq % cc->ring_size];
+
+        if (slot->json == NULL || slot->seq != seq) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Allocates from the zone, evicting the least recently used channels but
+ * "keep" when it runs short; logged once per zone.
+ */
+
+static void *
+ngx_foko_chat_cache_alloc(ngx_foko_chat_shm_ctx_t *ctx, size_t size,
+    ngx_foko_chat_cache_channel_t *keep)
+{
+    void                           *p;
+    ngx_uint_t                      n;
+    ngx_queue_t                    *q;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    if (size == 0) {
+        return NULL;
+    }
+
+    for (n = 0; n < 64; n++) {
+        p = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (p) {
+            return p;
+        }
+
+        if (!ctx->sh->evicting) {
+            ctx->sh->evicting = 1;
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "foko chat: the shared zone is full: cold channels "
+                          "are evicted from the cache; raise "
+                          "foko_chat_shm_size to keep more");
+        }
+
+        if (ngx_queue_empty(&ctx->sh->channels_lru)) {
+            return NULL;
+        }
+
+        q = ngx_queue_last(&ctx->sh->channels_lru);
+        cc = ngx_queue_data(q, ngx_foko_chat_cache_channel_t, lru);
+
+        if (cc == keep) {
+            return NULL;
+        }
+
+        ngx_foko_chat_cache_free(ctx, cc);
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_foko_chat_cache_free(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_cache_channel_t *cc)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; cc->ring && i < cc->ring_size; i++) {
+        if (cc->ring[i].json) {
+            ngx_slab_free_locked(ctx->shpool, cc->ring[i].json);
+        }
+    }
+
+    if (cc->ring) {
+        ngx_slab_free_locked(ctx->shpool, cc->ring);
+    }
+
+    if (cc->members) {
+        ngx_slab_free_locked(ctx->shpool, cc->members);
+    }
+
+    ngx_queue_remove(&cc->lru);
+    ngx_rbtree_delete(&ctx->sh->channels, ngx_foko_chat_cache_node(cc));
+    ngx_slab_free_locked(ctx->shpool, ngx_foko_chat_cache_node(cc));
+}
+
+
+static ngx_foko_chat_cache_channel_t *
+ngx_foko_chat_cache_lookup(ngx_foko_chat_sh_t *sh, u_char *channel)
+{
+    uint32_t                        hash;
+    ngx_int_t                       rc;
+    ngx_rbtree_node_t              *node, *sentinel;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    hash = ngx_crc32_short(channel, 24);
+
+    node = sh->channels.root;
+    sentinel = sh->channels.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        cc = (ngx_foko_chat_cache_channel_t *) &node->color;
+
+        rc = ngx_memcmp(channel, cc->id, 24);
+
+        if (rc == 0) {
+            return cc;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_foko_chat_cache_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t              **p;
+    ngx_foko_chat_cache_channel_t   *cc, *cct;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            cc = (ngx_foko_chat_cache_channel_t *) &node->color;
+            cct = (ngx_foko_chat_cache_channel_t *) &temp->color;
+
+            p = (ngx_memcmp(cc->id, cct->id, 24) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}

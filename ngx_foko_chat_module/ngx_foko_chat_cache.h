@@ -1,0 +1,59 @@
+
+/*
+ * Foko chat: the channel cache in the shared zone: members (with their
+ * names) and a ring of each channel's latest messages.
+ */
+
+
+#ifndef _NGX_FOKO_CHAT_CACHE_H_INCLUDED_
+#define _NGX_FOKO_CHAT_CACHE_H_INCLUDED_
+
+
+#include <jansson.h>
+
+#include "ngx_foko_chat.h"
+#include "ngx_foko_chat_shm.h"
+#include "ngx_foko_chat_store.h"
+
+
+#define NGX_FOKO_CHAT_HISTORY_CACHE   50
+
+
+void ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh);
+
+/*
+ * Caches a channel as MongoDB has it: its doc, the members' names (an
+ * object of id: username) and its latest messages (an array in seq order,
+ * may be NULL).  Replaces what was cached of it.
+ */
+ngx_int_t ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
+    ngx_uint_t ring_size);
+
+/* NGX_OK: cached, *member says if "user" is in it; NGX_DECLINED: not */
+ngx_int_t ngx_foko_chat_cache_member(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, u_char *user, ngx_uint_t *member);
+
+/* after a change made in MongoDB */
+void ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel);
+
+/* an acknowledged, edited or deleted message; dropped if not cached */
+void ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
+    json_t *message);
+
+/*
+ * A page of history from the ring, as GET .../messages defines it (after
+ * < 0: not given; before 0: not given): NGX_OK with *page and *more, or
+ * NGX_DECLINED if the ring does not hold all of it.
+ */
+ngx_int_t ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t before, int64_t after, ngx_uint_t limit,
+    json_t **page, ngx_uint_t *more);
+
+/* the message of "author" with "client_id" if the ring has it */
+json_t *ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, u_char *author, u_char *client_id);
+
+
+#endif /* _NGX_FOKO_CHAT_CACHE_H_INCLUDED_ */
