@@ -5,7 +5,7 @@
 #
 #   bench/run.sh [--workers N] [--clients N] [--per-channel N] [--duration S]
 #                [--warmup S] [--reps N] [--batch N] [--text-size N]
-#                [--no-client-id] [--no-build] [--keep]
+#                [--no-client-id] [--no-prime] [--no-build] [--keep]
 #
 # Everything it starts (FerretDB, nginx) listens on 127.0.0.1 only, on free
 # ports in 20000-29999, and is stopped on exit.
@@ -23,6 +23,7 @@ reps=3
 batch=256
 text_size=100
 client_id=true
+prime=true
 build=1
 keep=0
 
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
         --batch) batch=$2; shift 2 ;;
         --text-size) text_size=$2; shift 2 ;;
         --no-client-id) client_id=false; shift ;;
+        --no-prime) prime=false; shift ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
@@ -205,7 +207,7 @@ timeout --signal=INT "$bound" "$tmp/rest-post" \
     -mode both -reps "$reps" -workers "$workers" -inserters "$workers" \
     -clients "$clients" -per-channel "$per_channel" \
     -duration "${duration}s" -warmup "${warmup}s" -batch "$batch" \
-    -text-size "$text_size" -client-id="$client_id" \
+    -text-size "$text_size" -client-id="$client_id" -prime="$prime" \
     -nginx-pid "$nginx_pid" -ferretdb-pid "$ferretdb_pid" \
     -json "$tmp/result.json"
 

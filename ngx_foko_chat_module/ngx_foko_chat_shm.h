@@ -24,6 +24,7 @@ typedef struct {
     ngx_atomic_t               mongo_state;
     ngx_atomic_t               mongo_checked;    /* time of the last probe */
     ngx_atomic_t               reloads;          /* cycles that reused us */
+    ngx_atomic_t               rehydrated;       /* warmed up, or being */
     time_t                     created;
 
     /* rate limit counters: ngx_foko_chat_limit.c */

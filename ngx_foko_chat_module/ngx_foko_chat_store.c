@@ -10,6 +10,7 @@
 
 
 #include "ngx_foko_chat_store.h"
+#include "ngx_foko_chat_rehydrate.h"
 #include "ngx_foko_chat_shm.h"
 
 
@@ -346,6 +347,10 @@ ngx_foko_chat_store_probe_done(ngx_foko_chat_task_t *task)
 
     if (ping->rc == NGX_OK && !ngx_foko_chat_store.indexed) {
         ngx_foko_chat_store_indexes(task->log);
+    }
+
+    if (ping->rc == NGX_OK) {
+        ngx_foko_chat_rehydrate(task->log);
     }
 
     if (!ngx_exiting && !ngx_quit) {

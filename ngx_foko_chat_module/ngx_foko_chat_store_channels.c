@@ -73,6 +73,9 @@ static ngx_int_t ngx_foko_chat_store_direct_key(
     ngx_foko_chat_channel_doc_t *ch, char *key);
 static ngx_int_t ngx_foko_chat_store_channel_one(bson_t *filter,
     ngx_foko_chat_channel_doc_t *ch, u_char *err);
+static ngx_int_t ngx_foko_chat_store_channels_list(bson_t *filter,
+    bson_t *opts, ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n,
+    u_char *err);
 static ngx_int_t ngx_foko_chat_store_channel_read(const bson_t *doc,
     ngx_foko_chat_channel_doc_t *ch);
 static ngx_int_t ngx_foko_chat_store_message_bson(json_t *message,
@@ -501,16 +504,9 @@ ngx_int_t
 ngx_foko_chat_store_channels_of(u_char *user,
     ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err)
 {
-    bson_t                       *filter, *opts;
-    ngx_int_t                     rc;
-    bson_oid_t                    oid;
-    ngx_uint_t                    i, nalloc;
-    bson_error_t                  error;
-    const bson_t                 *doc;
-    mongoc_cursor_t              *cursor;
-    mongoc_client_t              *client;
-    mongoc_collection_t          *coll;
-    ngx_foko_chat_channel_doc_t  *list, *grown;
+    bson_t      *filter, *opts;
+    ngx_int_t    rc;
+    bson_oid_t   oid;
 
     *found = NULL;
     *n = 0;
@@ -522,6 +518,53 @@ ngx_foko_chat_store_channels_of(u_char *user,
     filter = BCON_NEW("members", BCON_OID(&oid));
     opts = BCON_NEW("sort", "{", "created", BCON_INT32(-1),
                                  "_id", BCON_INT32(-1), "}");
+
+    rc = ngx_foko_chat_store_channels_list(filter, opts, found, n, err);
+
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    return rc;
+}
+
+
+/* the newest channels, for warming the cache up at start */
+
+ngx_int_t
+ngx_foko_chat_store_channels_recent(ngx_uint_t limit,
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err)
+{
+    bson_t     *filter, *opts;
+    ngx_int_t   rc;
+
+    filter = bson_new();
+    opts = BCON_NEW("sort", "{", "_id", BCON_INT32(-1), "}",
+                    "limit", BCON_INT64((int64_t) limit));
+
+    rc = ngx_foko_chat_store_channels_list(filter, opts, found, n, err);
+
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_store_channels_list(bson_t *filter, bson_t *opts,
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err)
+{
+    ngx_int_t                     rc;
+    ngx_uint_t                    i, nalloc;
+    bson_error_t                  error;
+    const bson_t                 *doc;
+    mongoc_cursor_t              *cursor;
+    mongoc_client_t              *client;
+    mongoc_collection_t          *coll;
+    ngx_foko_chat_channel_doc_t  *list, *grown;
+
+    *found = NULL;
+    *n = 0;
 
     client = ngx_foko_chat_store_pop();
     coll = ngx_foko_chat_store_collection(client, "channels");
@@ -559,7 +602,7 @@ ngx_foko_chat_store_channels_of(u_char *user,
         ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
 
     } else if (mongoc_cursor_error(cursor, &error)) {
-        ngx_foko_chat_store_error(err, "channels of user", &error);
+        ngx_foko_chat_store_error(err, "channels", &error);
         rc = NGX_ERROR;
     }
 
@@ -578,8 +621,6 @@ ngx_foko_chat_store_channels_of(u_char *user,
     mongoc_cursor_destroy(cursor);
     mongoc_collection_destroy(coll);
     ngx_foko_chat_store_push(client);
-    bson_destroy(filter);
-    bson_destroy(opts);
 
     return rc;
 }

@@ -71,6 +71,7 @@ type config struct {
 	signupConc int
 	workers    int
 	verify     bool
+	prime      bool
 }
 
 func main() {
@@ -95,6 +96,7 @@ func main() {
 	flag.StringVar(&c.scratch, "scratch", "bench_ceiling_messages", "db: scratch collection (dropped before and after)")
 	flag.IntVar(&c.signupConc, "signup-concurrency", 4, "parallel sign-ups during setup")
 	flag.IntVar(&c.workers, "workers", 0, "nginx workers (only printed in the report)")
+	flag.BoolVar(&c.prime, "prime", true, "during setup, post one message to each channel (one at a time), so that the phases start with the channels known to the module; -prime=false measures the cold start too")
 	flag.BoolVar(&c.verify, "verify", true, "after the run, check the seqs answered and the documents stored per channel")
 	flag.Parse()
 
@@ -163,8 +165,12 @@ func run(c *config) error {
 		if err != nil {
 			return fmt.Errorf("setup: %w", err)
 		}
-		fmt.Printf("setup: %d users, %d channels (%d clients per channel) in %.1fs\n",
-			len(env.users), len(env.channels), c.perChannel, time.Since(t0).Seconds())
+		primed := ""
+		if c.prime {
+			primed = ", one post each"
+		}
+		fmt.Printf("setup: %d users, %d channels (%d clients per channel%s) in %.1fs\n",
+			len(env.users), len(env.channels), c.perChannel, primed, time.Since(t0).Seconds())
 	}
 
 	var scratch *mongo.Collection
@@ -185,24 +191,24 @@ func run(c *config) error {
 	var apiRes, dbRes []*phaseResult
 	for rep := 1; rep <= c.reps; rep++ {
 		if doDB {
-			before, n0 := insertCount(ctx, mc), gen.next.Load()
+			before, n0 := commandCounts(ctx, mc), gen.next.Load()
 			r := runDB(ctx, c, scratch, gen)
-			after, n1 := insertCount(ctx, mc), gen.next.Load()
-			if before >= 0 && after > before {
-				r.InsertCmds = after - before
-				r.PerInsert = float64(n1-n0) / float64(r.InsertCmds)
+			after, n1 := commandCounts(ctx, mc), gen.next.Load()
+			r.Commands = commandDelta(before, after)
+			if r.Commands["insert"] > 0 {
+				r.PerInsert = float64(n1-n0) / float64(r.Commands["insert"])
 			}
 			r.Rep = rep
 			dbRes = append(dbRes, r)
 			printPhase(r)
 		}
 		if doAPI {
-			before := insertCount(ctx, mc)
+			before := commandCounts(ctx, mc)
 			r := runAPI(c, env, text, rep)
-			after := insertCount(ctx, mc)
-			if before >= 0 && after > before {
-				r.InsertCmds = after - before
-				r.PerInsert = float64(r.AllAcked) / float64(r.InsertCmds)
+			after := commandCounts(ctx, mc)
+			r.Commands = commandDelta(before, after)
+			if r.Commands["insert"] > 0 {
+				r.PerInsert = float64(r.AllAcked) / float64(r.Commands["insert"])
 			}
 			r.Rep = rep
 			apiRes = append(apiRes, r)
@@ -248,23 +254,23 @@ func makeText(n int) string {
 // ---------------------------------------------------------------- results
 
 type phaseResult struct {
-	Phase      string             `json:"phase"`
-	Rep        int                `json:"rep"`
-	Window     float64            `json:"window_s"`
-	Acked      int64              `json:"acked"` // api: 201s; db: documents
-	Rate       float64            `json:"rate"`  // per second
-	Batches    int64              `json:"batches,omitempty"`
-	InsertCmds int64              `json:"insert_cmds,omitempty"` // during the whole phase
-	AllAcked   int64              `json:"acked_whole_phase,omitempty"`
-	PerInsert  float64            `json:"msgs_per_insert,omitempty"`
-	P50        float64            `json:"p50_ms"`
-	P90        float64            `json:"p90_ms"`
-	P99        float64            `json:"p99_ms"`
-	Max        float64            `json:"max_ms"`
-	Errors     map[string]int     `json:"errors,omitempty"`
-	CPU        map[string]float64 `json:"cpu_cores,omitempty"`
-	Other      int64              `json:"other_2xx,omitempty"`
-	Drained    bool               `json:"drained"`
+	Phase     string             `json:"phase"`
+	Rep       int                `json:"rep"`
+	Window    float64            `json:"window_s"`
+	Acked     int64              `json:"acked"` // api: 201s; db: documents
+	Rate      float64            `json:"rate"`  // per second
+	Batches   int64              `json:"batches,omitempty"`
+	Commands  map[string]int64   `json:"db_commands,omitempty"` // during the whole phase
+	AllAcked  int64              `json:"acked_whole_phase,omitempty"`
+	PerInsert float64            `json:"msgs_per_insert,omitempty"`
+	P50       float64            `json:"p50_ms"`
+	P90       float64            `json:"p90_ms"`
+	P99       float64            `json:"p99_ms"`
+	Max       float64            `json:"max_ms"`
+	Errors    map[string]int     `json:"errors,omitempty"`
+	CPU       map[string]float64 `json:"cpu_cores,omitempty"`
+	Other     int64              `json:"other_2xx,omitempty"`
+	Drained   bool               `json:"drained"`
 }
 
 func percentiles(lat []time.Duration, r *phaseResult) {
@@ -293,6 +299,9 @@ func printPhase(r *phaseResult) {
 	if r.PerInsert > 0 {
 		fmt.Printf("  %.1f msgs/insert", r.PerInsert)
 	}
+	if r.Phase == "api" && r.AllAcked > 0 && r.Commands != nil {
+		fmt.Printf(" %.2f finds/msg", float64(r.Commands["find"])/float64(r.AllAcked))
+	}
 	if len(r.CPU) > 0 {
 		fmt.Printf("  cpu")
 		for _, k := range []string{"nginx", "ferretdb", "tool", "ours", "others"} {
@@ -308,6 +317,18 @@ func printPhase(r *phaseResult) {
 		fmt.Printf("  (in-flight requests did not finish within -timeout)")
 	}
 	fmt.Println()
+	if r.Phase == "api" && len(r.Commands) > 0 {
+		keys := make([]string, 0, len(r.Commands))
+		for k := range r.Commands {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Printf("      database commands during the phase:")
+		for _, k := range keys {
+			fmt.Printf(" %s=%d", k, r.Commands[k])
+		}
+		fmt.Println()
+	}
 }
 
 // ---------------------------------------------------------------- CPU
@@ -530,6 +551,7 @@ func setupAPI(c *config) (*apiEnv, error) {
 				emu.Unlock()
 				return
 			}
+			hc.CloseIdleConnections()
 			env.users[i] = u
 		}(i)
 	}
@@ -582,6 +604,23 @@ func setupAPI(c *config) (*apiEnv, error) {
 	}
 	// a channel whose group of one was joined by users[0]: users[0] is a
 	// member but posts only to its own channel, which is fine
+	if c.prime {
+		for _, ch := range env.channels {
+			u := env.users[ch.members[0]]
+			st, b, err := doJSON(hc, "POST", c.apiURL+"/api/channels/"+ch.ID+"/messages", u.Token,
+				map[string]string{"text": "hello", "client_id": env.runID + "-prime"})
+			if err != nil {
+				return nil, err
+			}
+			if st != 201 {
+				return nil, fmt.Errorf("first post: %d %s", st, b)
+			}
+			if s := parseSeq(b); s > 0 {
+				ch.seqs = append(ch.seqs, s)
+			}
+		}
+	}
+	hc.CloseIdleConnections()
 	return env, nil
 }
 
@@ -622,9 +661,18 @@ func errClass(err error) string {
 	return "transport"
 }
 
+// phases of a run, for what an answer counts toward
+const (
+	inWarmup int32 = iota
+	inWindow
+	afterWindow
+)
+
+var stageName = [...]string{"warm-up ", "", "after window "}
+
 func runAPI(c *config, env *apiEnv, text string, rep int) *phaseResult {
 	var (
-		measuring atomic.Bool
+		stage     atomic.Int32
 		stop      atomic.Bool
 		wg        sync.WaitGroup
 		mu        sync.Mutex
@@ -636,11 +684,20 @@ func runAPI(c *config, env *apiEnv, text string, rep int) *phaseResult {
 		firstBody = map[string]string{}
 	)
 
+	note := func(k, body string) {
+		mu.Lock()
+		if _, ok := firstBody[k]; !ok {
+			firstBody[k] = body
+		}
+		mu.Unlock()
+	}
+
 	for i := 0; i < c.clients; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			hc := newClient(c)
+			defer hc.CloseIdleConnections()
 			ch := env.channels[env.chOf[i]]
 			u := c.apiURL + "/api/channels/" + ch.ID + "/messages"
 			auth := "Bearer " + env.users[i].Token
@@ -666,16 +723,11 @@ func runAPI(c *config, env *apiEnv, text string, rep int) *phaseResult {
 					res.Body.Close()
 				}
 				d := time.Since(t0)
-				in := measuring.Load()
+				st := stage.Load()
 				if err != nil {
-					if in {
-						myErr[errClass(err)]++
-					}
-					mu.Lock()
-					if _, ok := firstBody[errClass(err)]; !ok {
-						firstBody[errClass(err)] = err.Error()
-					}
-					mu.Unlock()
+					k := stageName[st] + errClass(err)
+					myErr[k]++
+					note(k, err.Error())
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
@@ -684,28 +736,20 @@ func runAPI(c *config, env *apiEnv, text string, rep int) *phaseResult {
 						mySeqs = append(mySeqs, s)
 					}
 				}
-				if !in {
-					if res.StatusCode != 201 {
-						mu.Lock()
-						errs["warmup_"+strconv.Itoa(res.StatusCode)]++
-						mu.Unlock()
-					}
-					continue
-				}
 				switch {
 				case res.StatusCode == 201:
-					myAcked++
-					myLat = append(myLat, d)
-				case res.StatusCode >= 200 && res.StatusCode < 300:
-					myOther++
-				default:
-					k := strconv.Itoa(res.StatusCode)
-					myErr[k]++
-					mu.Lock()
-					if _, ok := firstBody[k]; !ok {
-						firstBody[k] = strings.TrimSpace(string(rb))
+					if st == inWindow {
+						myAcked++
+						myLat = append(myLat, d)
 					}
-					mu.Unlock()
+				case res.StatusCode >= 200 && res.StatusCode < 300:
+					if st == inWindow {
+						myOther++
+					}
+				default:
+					k := stageName[st] + strconv.Itoa(res.StatusCode)
+					myErr[k]++
+					note(k, strings.TrimSpace(string(rb)))
 				}
 			}
 			ch.mu.Lock()
@@ -729,21 +773,23 @@ func runAPI(c *config, env *apiEnv, text string, rep int) *phaseResult {
 	go func() { wg.Wait(); close(done) }()
 
 	if c.count == 0 {
-		time.Sleep(c.warmup)
-		probe = startCPU(c)
-		t0 = time.Now()
-		measuring.Store(true)
+		select {
+		case <-time.After(c.warmup):
+		case <-done:
+		}
+	}
+	probe = startCPU(c)
+	t0 = time.Now()
+	stage.Store(inWindow)
+	if c.count == 0 {
 		select {
 		case <-time.After(c.duration):
 		case <-done:
 		}
-		measuring.Store(false)
 	} else {
-		probe = startCPU(c)
-		t0 = time.Now()
-		measuring.Store(true)
 		<-done
 	}
+	stage.Store(afterWindow)
 	window := time.Since(t0)
 	cpu := probe.stop()
 	stop.Store(true)
@@ -761,8 +807,13 @@ func runAPI(c *config, env *apiEnv, text string, rep int) *phaseResult {
 	percentiles(lat, r)
 	if len(errs) > 0 {
 		r.Errors = errs
-		for k, v := range firstBody {
-			fmt.Printf("  first %s answer: %.300s\n", k, v)
+		keys := make([]string, 0, len(firstBody))
+		for k := range firstBody {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Printf("  first %s answer: %.300s\n", k, firstBody[k])
 		}
 	}
 	return r
@@ -921,33 +972,52 @@ func runDB(ctx context.Context, c *config, coll *mongo.Collection, gen *docGen) 
 	return r
 }
 
-// FerretDB's (and MongoDB's) serverStatus opcounters.insert counts
-// documents on MongoDB but insert commands on FerretDB; -1 if unknown
-func insertCount(ctx context.Context, mc *mongo.Client) int64 {
+// serverStatus metrics.commands.<name>.total: commands served by the
+// database (FerretDB counts an insert_many as one insert command); nil if
+// the server does not report them
+func commandCounts(ctx context.Context, mc *mongo.Client) map[string]int64 {
 	var st bson.M
 	err := mc.Database("admin").RunCommand(ctx, bson.D{{Key: "serverStatus", Value: 1}}).Decode(&st)
 	if err != nil {
-		return -1
+		return nil
 	}
 	m, ok := st["metrics"].(bson.M)
 	if !ok {
-		return -1
+		return nil
 	}
 	cmds, ok := m["commands"].(bson.M)
 	if !ok {
-		return -1
+		return nil
 	}
-	ins, ok := cmds["insert"].(bson.M)
-	if !ok {
-		return -1
+	out := map[string]int64{}
+	for name, v := range cmds {
+		c, ok := v.(bson.M)
+		if !ok {
+			continue
+		}
+		switch t := c["total"].(type) {
+		case int64:
+			out[name] = t
+		case int32:
+			out[name] = int64(t)
+		}
 	}
-	switch v := ins["total"].(type) {
-	case int64:
-		return v
-	case int32:
-		return int64(v)
+	return out
+}
+
+// the commands run between two commandCounts, without the ones of this
+// tool's own serverStatus calls
+func commandDelta(a, b map[string]int64) map[string]int64 {
+	if a == nil || b == nil {
+		return nil
 	}
-	return -1
+	d := map[string]int64{}
+	for k, v := range b {
+		if x := v - a[k]; x > 0 && k != "serverStatus" {
+			d[k] = x
+		}
+	}
+	return d
 }
 
 // ---------------------------------------------------------------- verify
