@@ -211,6 +211,21 @@ ws_test_say(char *out, const char *tag, const u_char *p, size_t len)
 }
 
 
+static char    ws_expected[WS_TEST_OUT];
+static u_char  ws_125[NGX_FOKO_CHAT_WS_CONTROL_MAX];
+
+
+/* the transcript of one message or control frame, then "end" */
+
+static void
+ws_expect(const char *tag, const void *p, size_t len, const char *end)
+{
+    ws_expected[0] = '\0';
+    ws_test_say(ws_expected, tag, p, len);
+    strcat(ws_expected, end);
+}
+
+
 /*
  * Feeds ws_in in chunks of "chunk" bytes (0: whole) to a parser with the
  * given limit and writes the transcript to out.
@@ -745,17 +760,413 @@ ws_test_utf8_rules(void)
         ws_test_case(name, 1024, ws_expected);
     }
 
+    ws_fr(0x01, "\xe2");
+    ws_fr(0x00, "\x82");
+    ws_fr(0x89, "p");
+    ws_fr(0x80, "\xac!");
+    ws_test_case("a sequence split over fragments, a ping between", 1024,
+                 "PING'p' T'\\xe2\\x82\\xac!' AGAIN");
+
+    ws_fr(0x01, "\xf0");
+    ws_fr(0x00, "\x9f");
+    ws_fr(0x00, "");
+    ws_fr(0x80, "\x98\x80");
+    ws_test_case("a 4-byte sequence over three fragments and an empty one",
+                 1024, "T'\\xf0\\x9f\\x98\\x80' AGAIN");
+
+    ws_str("\x7f\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80"
+           "\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf");
+    ws_test_case("the edges of valid UTF-8", 1024,
+                 "T'\\x7f\\xc2\\x80\\xdf\\xbf\\xe0\\xa0\\x80\\xed\\x9f\\xbf"
+                 "\\xee\\x80\\x80\\xef\\xbf\\xbf\\xf0\\x90\\x80\\x80"
+                 "\\xf4\\x8f\\xbf\\xbf' AGAIN");
+
+    ws_fr(0x01, "ab\xe2");
+    ws_fr(0x80, "");
+    ws_test_case("a sequence cut by the last, empty fragment: 1007", 1024,
+                 "E1007");
+
+    ws_fr(0x01, "\xc3");
+    ws_fr(0x80, "a");
+    ws_test_case("a sequence broken in the next fragment: 1007", 1024,
+                 "E1007");
+
+    ws_fr(0x01, "fine");
+    ws_fr(0x00, "\xed\xa0\x80");
+    ws_test_case("a surrogate in a later fragment: 1007", 1024, "E1007");
+
+    /* fails before the message ends: no more frames follow here */
+
+    ws_fr(0x01, "ok\xc0");
+    ws_test_case("fails at the bad byte, not at the message end", 1024,
+                 "E1007");
+
+    ws_fr(0x01, "\xf4");
+    ws_test_frame_ex(0x80, 0, 3, 0, "\x90", 1);
+    ws_test_case("fails in a cut frame at the first bad byte", 1024,
+                 "E1007");
+
+    ws_fr(0x02, "\xff");
+    ws_fr(0x80, "\xfe");
+    ws_test_case("a fragmented binary message is not checked", 1024,
+                 "B'\\xff\\xfe' AGAIN");
+}
+
+
+static void
+ws_test_limits(void)
+{
+    u_char  payload[200];
+
+    memset(payload, 'x', sizeof(payload));
+
+    ws_test_frame(0x81, payload, 16);
+    ws_expect("T", payload, 16, "AGAIN");
+    ws_test_case("a message of exactly the limit", 16, ws_expected);
+
+    ws_test_frame(0x81, payload, 17);
+    ws_test_case("a message one byte over the limit: 1009", 16, "E1009");
+
+    ws_test_frame_ex(0x82, 0, 17, 0, NULL, 0);
+    ws_test_case("too big from the header alone: 1009", 16, "E1009");
+
+    ws_test_frame(0x01, payload, 10);
+    ws_test_frame(0x00, payload, 6);
+    ws_test_frame(0x80, payload, 0);
+    ws_expect("T", payload, 16, "AGAIN");
+    ws_test_case("fragments adding up to the limit", 16, ws_expected);
+
+    ws_test_frame(0x01, payload, 10);
+    ws_test_frame(0x89, payload, 100);
+    ws_test_frame_ex(0x80, 0, 7, 0, NULL, 0);
+    ws_expect("PING", payload, 100, "E1009");
+    ws_test_case("fragments over the limit: 1009 from the header", 16,
+                 ws_expected);
+
+    ws_test_frame_ex(0x82, 0, (uint64_t) 1 << 63, 64, NULL, 0);
+    ws_test_case("64-bit length with the top bit set: 1009", (size_t) -1,
+                 "E1009");
+
+    ws_test_frame_ex(0x81, 0, 0xffffffffffffffffULL, 64, NULL, 0);
+    ws_test_case("64-bit length of all ones: 1009", (size_t) -1, "E1009");
+
+    ws_test_frame_ex(0x82, 0, (uint64_t) 1 << 40, 64, NULL, 0);
+    ws_test_case("a terabyte frame: 1009", 65536, "E1009");
+
+    ws_test_frame(0x01, payload, 100);
+    ws_test_frame_ex(0x00, 0, 0x7fffffffffffffffULL, 64, NULL, 0);
+    ws_test_case("a huge continuation: 1009", 65536, "E1009");
+
+    ws_test_frame(0x81, payload, 126);
+    ws_test_case("126 bytes over a limit of 125: 1009", 125, "E1009");
+
+    ws_fr(0x81, "");
+    ws_fr(0x82, "");
+    ws_fr(0x89, "ping");
+    ws_fr(0x81, "x");
+    ws_test_case("a limit of 0 lets empty messages and pings in", 0,
+                 "T'' B'' PING'ping' E1009");
+
+    ws_test_frame_ex(0x81, 0, 5, 16, "Hello", 5);
+    ws_test_frame_ex(0x82, 0, 5, 64, "World", 5);
+    ws_test_case("non-minimal length forms are accepted", 16,
+                 "T'Hello' B'World' AGAIN");
+}
+
+
+static void
+ws_test_streams(void)
+{
+    ws_fr(0x01, "Hel");
+    ws_fr(0x89, "p");
+    ws_fr(0x8a, "q");
+    ws_fr(0x80, "lo");
+    ws_test_case("ping and pong inside a fragmented message", 1024,
+                 "PING'p' PONG'q' T'Hello' AGAIN");
+
+    ws_str("a");
+    ws_fr(0x82, "b");
+    ws_fr(0x89, "");
+    ws_str("c");
+    ws_test_close(1000, "bye", 3);
+    ws_test_case("several frames in one read", 1024,
+                 "T'a' B'b' PING'' T'c' CLOSE1000'bye' DONE");
+
+    ws_fr(0x81, "");
+    ws_test_case("an empty text message", 1024, "T'' AGAIN");
+
+    ws_fr(0x01, "");
+    ws_fr(0x00, "");
+    ws_fr(0x80, "");
+    ws_test_case("a message of empty fragments", 1024, "T'' AGAIN");
+
+    ws_fr(0x02, "ab");
+    ws_fr(0x80, "");
+    ws_test_case("an empty last fragment", 1024, "B'ab' AGAIN");
+
+    ws_raw("\x81");
+    ws_test_case("one header byte", 1024, "AGAIN");
+
+    ws_raw("\x81\xfe\x01");
+    ws_test_case("a cut 16-bit length", 1024, "AGAIN");
+
+    ws_raw("\x81\x85\x37\xfa");
+    ws_test_case("a cut mask key", 1024, "AGAIN");
+
+    ws_str("done");
+    ws_test_frame_ex(0x81, 0, 5, 0, "Hel", 3);
+    ws_test_case("a cut payload", 1024, "T'done' AGAIN");
+
+    ws_test_frame_ex(0x88, 0, 5, 0, "\x03\xe8", 2);
+    ws_test_case("a cut close frame", 1024, "AGAIN");
+}
+
+
+/* properties a transcript cannot show */
+
+static void
+ws_test_api(void)
+{
+    u_char                     buf[64], *pos;
+    ngx_int_t                  rc;
+    ngx_foko_chat_ws_frame_t   f;
+    ngx_foko_chat_ws_parser_t  p;
+
+    ngx_foko_chat_ws_parser_init(&p, 1024);
+
+    ws_str("Hello");
+    memcpy(buf, ws_in.data, ws_in.len);
+    pos = buf;
+
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+
+    ws_test_result(rc == NGX_OK && f.first && f.last
+                   && f.opcode == NGX_FOKO_CHAT_WS_TEXT
+                   && f.data == buf + 6 && f.len == 5 && f.message_len == 5
+                   && memcmp(buf + 6, "Hello", 5) == 0
+                   && pos == buf + ws_in.len,
+                   "a whole frame is one chunk, unmasked in place",
+                   NULL, NULL);
+
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+    ws_test_result(rc == NGX_AGAIN && pos == buf + ws_in.len,
+                   "then NGX_AGAIN", NULL, NULL);
+
+    ws_in.len = 0;
+
+    ws_fr(0x01, "Hello");
+    ws_fr(0x80, " world");
+    memcpy(buf, ws_in.data, ws_in.len);
+    pos = buf;
+
+    ngx_foko_chat_ws_parser_init(&p, 1024);
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + 8, &f);
+
+    ws_test_result(rc == NGX_OK && f.first && !f.last && f.len == 2
+                   && f.message_len == 5 && pos == buf + 8,
+                   "a cut frame gives what arrived", NULL, NULL);
+
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+    ws_test_result(rc == NGX_OK && !f.first && !f.last && f.len == 3,
+                   "then the rest of the frame", NULL, NULL);
+
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+    ws_test_result(rc == NGX_OK && !f.first && f.last && f.len == 6
+                   && f.message_len == 11
+                   && f.opcode == NGX_FOKO_CHAT_WS_TEXT,
+                   "then the last fragment, with the message's opcode",
+                   NULL, NULL);
+
+    ws_in.len = 0;
+
+    ws_test_frame_ex(0x81, 1, 2, 0, "Hi", 2);
+    ws_str("ok");
+    memcpy(buf, ws_in.data, ws_in.len);
+    pos = buf;
+
+    ngx_foko_chat_ws_parser_init(&p, 1024);
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+
+    ws_test_result(rc == NGX_ERROR && p.close_code == 1002
+                   && p.error != NULL && pos == buf + 2,
+                   "an error stops at the offending byte", NULL, NULL);
+
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+    ws_test_result(rc == NGX_ERROR && p.close_code == 1002,
+                   "and stays", NULL, NULL);
+
+    ws_in.len = 0;
+
+    ws_test_close(1000, "", 0);
+    ws_str("x");
+    memcpy(buf, ws_in.data, ws_in.len);
+    pos = buf;
+
+    ngx_foko_chat_ws_parser_init(&p, 1024);
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+
+    ws_test_result(rc == NGX_OK && f.opcode == NGX_FOKO_CHAT_WS_CLOSE
+                   && f.close_code == 1000 && pos == buf + 8,
+                   "a close frame", NULL, NULL);
+
+    rc = ngx_foko_chat_ws_parse(&p, &pos, buf + ws_in.len, &f);
+    ws_test_result(rc == NGX_DONE && pos == buf + 8,
+                   "then NGX_DONE, reading nothing", NULL, NULL);
+
+    ws_in.len = 0;
+}
+
+
+static void
+ws_test_encode(void)
+{
+    u_char  buf[256], reason[200];
+    size_t  n;
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_TEXT, 5);
+    memcpy(buf + n, "Hello", 5);
+    ws_bytes("rfc 5.7: server \"Hello\"", buf, n + 5,
+             "\x81\x05\x48\x65\x6c\x6c\x6f");
+
+    n = ngx_foko_chat_ws_ping(buf, (u_char *) "Hello", 5);
+    ws_bytes("rfc 5.7: server ping \"Hello\"", buf, n,
+             "\x89\x05\x48\x65\x6c\x6c\x6f");
+
+    n = ngx_foko_chat_ws_pong(buf, (u_char *) "Hello", 5);
+    ws_bytes("pong \"Hello\"", buf, n, "\x8a\x05\x48\x65\x6c\x6c\x6f");
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_BINARY, 256);
+    ws_bytes("rfc 5.7: header of 256 bytes", buf, n, "\x82\x7e\x01\x00");
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_BINARY, 65536);
+    ws_bytes("rfc 5.7: header of 64 KiB", buf, n,
+             "\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00");
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_TEXT, 125);
+    ws_bytes("header of 125 bytes", buf, n, "\x81\x7d");
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_TEXT, 126);
+    ws_bytes("header of 126 bytes", buf, n, "\x81\x7e\x00\x7e");
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_TEXT, 65535);
+    ws_bytes("header of 65535 bytes", buf, n, "\x81\x7e\xff\xff");
+
+    n = ngx_foko_chat_ws_header(buf, NGX_FOKO_CHAT_WS_TEXT,
+                                (uint64_t) 1 << 32);
+    ws_bytes("header of 4 GiB", buf, n,
+             "\x81\x7f\x00\x00\x00\x01\x00\x00\x00\x00");
+
+    ws_test_result(ngx_foko_chat_ws_header_len(0) == 2
+                   && ngx_foko_chat_ws_header_len(125) == 2
+                   && ngx_foko_chat_ws_header_len(126) == 4
+                   && ngx_foko_chat_ws_header_len(65535) == 4
+                   && ngx_foko_chat_ws_header_len(65536) == 10,
+                   "header lengths", NULL, NULL);
+
+    n = ngx_foko_chat_ws_close(buf, 1000, (u_char *) "bye", 3);
+    ws_bytes("close 1000 \"bye\"", buf, n, "\x88\x05\x03\xe8" "bye");
+
+    n = ngx_foko_chat_ws_close(buf, 0, (u_char *) "ignored", 7);
+    ws_bytes("close without a code", buf, n, "\x88\x00");
+
+    n = ngx_foko_chat_ws_close(buf, 4001, NULL, 0);
+    ws_bytes("close 4001", buf, n, "\x88\x02\x0f\xa1");
+
+    memset(reason, 'r', sizeof(reason));
+    n = ngx_foko_chat_ws_close(buf, 1008, reason, sizeof(reason));
+    ws_test_result(n == 127 && buf[1] == 125 && buf[126] == 'r',
+                   "a long close reason is cut to 123 bytes", NULL, NULL);
+
+    /* a 3-byte character over bytes 121 to 123: it must go whole */
+
+    memcpy(reason + 121, "\xe2\x82\xac", 3);
+    n = ngx_foko_chat_ws_close(buf, 1008, reason, sizeof(reason));
+    ws_test_result(n == 4 + 121 && buf[1] == 123,
+                   "the cut falls between characters", NULL, NULL);
+
+    n = ngx_foko_chat_ws_pong(buf, reason, sizeof(reason));
+    ws_test_result(n == 127 && buf[0] == 0x8a && buf[1] == 125,
+                   "a long pong is cut to 125 bytes", NULL, NULL);
+
+    /* the client frames the server sends, masked, read back */
+
+    ws_in.len = 0;
+    n = ngx_foko_chat_ws_close(buf, 1000, (u_char *) "bye", 3);
+    ws_test_frame(buf[0], buf + 2, n - 2);
+    ws_test_case("a close frame read back", 1024, "CLOSE1000'bye' DONE");
+}
+
+
+static void
+ws_test_handshake(void)
+{
+    u_char  out[NGX_FOKO_CHAT_WS_ACCEPT_LEN + 1];
+
+    static const char  *key = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    /*
+     * The value printed in RFC 6455, 1.3 and 4.2.2 (and by MDN, and by
+     * Python's hashlib); "s3pPLMBiTxaQ9kZs+xi+WlZ1Qw0=" seen elsewhere is
+     * a corrupted copy of it.
+     */
+
+    memset(out, 0, sizeof(out));
+    ngx_foko_chat_ws_accept_key((const u_char *) key, strlen(key), out);
+
+    ws_test_result(strcmp((char *) out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0,
+                   "rfc 1.3: Sec-WebSocket-Accept of the sample key",
+                   (char *) out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+
+    ngx_foko_chat_ws_accept_key((const u_char *) "", 0, out);
+    ws_test_result(strcmp((char *) out, "Kfh9QIsMVZcl6xEPYxPHzW8SZ8w=") == 0,
+                   "Sec-WebSocket-Accept of an empty key", (char *) out,
+                   "Kfh9QIsMVZcl6xEPYxPHzW8SZ8w=");
+
+#define ws_key(k, ok, name)                                                   \
+    ws_test_result((ngx_foko_chat_ws_key_valid((const u_char *) k,            \
+                                               sizeof(k) - 1) == NGX_OK)      \
+                   == ok, name, NULL, NULL)
+
+    ws_key("dGhlIHNhbXBsZSBub25jZQ==", 1, "key: the RFC sample is valid");
+    ws_key("AAAAAAAAAAAAAAAAAAAAAA==", 1, "key: all zeros is valid");
+    ws_key("/+/+/+/+/+/+/+/+/+/+/w==", 1, "key: + and / are valid");
+    ws_key("dGhlIHNhbXBsZSBub25jZQ=", 0, "key: 23 bytes is not");
+    ws_key("dGhlIHNhbXBsZSBub25jZQ===", 0, "key: 25 bytes is not");
+    ws_key("dGhlIHNhbXBsZSBub25jZQAA", 0, "key: no padding is not");
+    ws_key("dGhlIHNhbXBsZSBub25jZ===", 0, "key: three = is not");
+    ws_key("dGhlIHNhbXBsZSBub25j*Q==", 0, "key: a stray * is not");
+    ws_key("dGhlIHNhbXBsZSBub25jZ Q==", 0, "key: a space is not");
+    ws_key("dGhlIHNhbXBsZSBub25jZR==", 0,
+           "key: stray bits in the last character are not");
+    ws_key("", 0, "key: empty is not");
+
+#undef ws_key
+}
+
 
 int
 main(void)
 {
+    size_t  i;
+
+    for (i = 0; i < sizeof(ws_125); i++) {
+        ws_125[i] = (u_char) ('0' + i % 10);
+    }
+
     ws_test_rfc();
     ws_test_masking();
     ws_test_header_rules();
     ws_test_close_rules();
     ws_test_utf8_rules();
+    ws_test_limits();
+    ws_test_streams();
+    ws_test_api();
+    ws_test_encode();
+    ws_test_handshake();
 
     printf("done %u\n", (unsigned) ws_tests);
+
+    free(ws_in.data);
 
     return ws_failed ? 1 : 0;
 }
