@@ -1,13 +1,17 @@
 # The two commands: "make run" and "make test".  Both install what is missing
 # (Debian packages, FerretDB) and build the module first.
 
-.PHONY: run test build deps clean
+.PHONY: run test test-sanitize build deps clean
 
 run:
 	scripts/run.sh
 
 test:
 	scripts/test.sh
+
+# the suite again with the module built with AddressSanitizer and UBSan
+test-sanitize:
+	FOKO_SANITIZE=1 scripts/test.sh
 
 build:
 	scripts/build-module.sh
@@ -16,4 +20,4 @@ deps:
 	bash -c '. scripts/lib.sh && install_all'
 
 clean:
-	rm -rf build t/servroot
+	rm -rf build build-asan t/servroot

@@ -54,6 +54,7 @@ install_all() {
     install_ferretdb
 }
 
+# the sanitizer build with FOKO_SANITIZE=1 (scripts/build-module.sh)
 build_module() {
     "$root/scripts/build-module.sh"
 }

@@ -8,6 +8,13 @@ set -euo pipefail
 install_all
 build_module
 
+# FOKO_SANITIZE=1: the module built with AddressSanitizer and UBSan, loaded
+# into the stock nginx with the sanitizer runtimes preloaded
+module=$root/build/ngx_foko_chat_module.so
+if [ -n "${FOKO_SANITIZE:-}" ]; then
+    module=$root/build-asan/ngx_foko_chat_module.so
+fi
+
 tmp=$(mktemp -d)
 ferretdb_pid=
 mailpeer_pid=
@@ -41,9 +48,26 @@ done
 export TEST_NGINX_MAIL_SMTP_PORT=$mail_smtp_port
 export TEST_NGINX_MAIL_HTTP_PORT=$mail_http_port
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-$(command -v nginx || echo /usr/sbin/nginx)}
-export TEST_NGINX_LOAD_MODULES=$root/build/ngx_foko_chat_module.so
+export TEST_NGINX_LOAD_MODULES=$module
 export TEST_NGINX_MONGO_URI=$mongo_uri
 export TEST_NGINX_FERRETDB=$ferretdb_bin
 
 cd "$root"
-prove -r "${@:-t/}"
+
+if [ -z "${FOKO_SANITIZE:-}" ]; then
+    prove -r "${@:-t/}"
+    exit
+fi
+
+mkdir -p "$tmp/sanitizer"
+LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
+ASAN_OPTIONS="detect_leaks=0:log_path=$tmp/sanitizer/asan" \
+UBSAN_OPTIONS="print_stacktrace=1:log_path=$tmp/sanitizer/ubsan" \
+    prove -r "${@:-t/}"
+
+if [ -n "$(ls -A "$tmp/sanitizer")" ]; then
+    echo "sanitizer reports:" >&2
+    cat "$tmp/sanitizer"/* >&2
+    exit 1
+fi
+echo "sanitizers: no reports"
