@@ -1,7 +1,7 @@
 # The two commands: "make run" and "make test".  Both install what is missing
 # (Debian packages, FerretDB) and build the module first.
 
-.PHONY: run test test-sanitize build deps clean
+.PHONY: run test test-sanitize fuzz build deps clean
 
 run:
 	scripts/run.sh
@@ -12,6 +12,10 @@ test:
 # the suite again with the module built with AddressSanitizer and UBSan
 test-sanitize:
 	FOKO_SANITIZE=1 scripts/test.sh
+
+# the fuzz targets in fuzz/, FUZZ_TIME seconds each (default 60)
+fuzz:
+	fuzz/run.sh
 
 build:
 	scripts/build-module.sh

@@ -120,8 +120,8 @@ typedef struct {
  * parser's own buffer.  For CLOSE also the code (1005, NO_STATUS, if the
  * frame had none) and the reason, already checked as UTF-8.
  *
- * The data stays valid until the next call or until the caller reuses
- * its input buffer.
+ * A data chunk lives as long as the caller's input buffer, a control
+ * payload until the next call: copy what must outlive them.
  */
 typedef struct {
     ngx_uint_t                  opcode;

@@ -343,10 +343,6 @@ ws_test_run(size_t max, size_t chunk, char *out)
             strcat(out, "BADAGAIN ");
         }
 
-        if (rc == NGX_DONE && p.state == 0) {
-            strcat(out, "BADDONE ");
-        }
-
         free(buf);
 
     } while (rc == NGX_AGAIN && off < ws_in.len);
