@@ -1053,8 +1053,9 @@ ngx_foko_chat_auth_username(json_t *body, u_char *out)
 
 /*
  * Counts an attempt against the account (if "email") and the client
- * address, under the limits numbered limits[0] and limits[1].  Returns 0 if neither is
- * over its limit; else 1, with the 429 sent and *rc what that returned.
+ * address, under the limits numbered limits[0] and limits[1].  Returns 0
+ * if neither is over its limit; else 1, with the 429 sent and *rc what
+ * that returned.
  * Attempts are counted as they arrive, so that a burst in flight cannot
  * pass the limit; a successful one is taken back by the caller.
  */

@@ -77,10 +77,17 @@ ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh)
 }
 
 
+ngx_atomic_uint_t
+ngx_foko_chat_cache_gen(ngx_foko_chat_shm_ctx_t *ctx)
+{
+    return ctx->sh->channels_gen;
+}
+
+
 ngx_int_t
 ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
-    ngx_uint_t ring_size)
+    ngx_uint_t ring_size, ngx_atomic_uint_t gen)
 {
     size_t                          len;
     json_t                         *name;
@@ -94,6 +101,12 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     rc = NGX_ERROR;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->channels_gen != gen) {
+        /* a membership or name changed while MongoDB was read */
+        rc = NGX_DECLINED;
+        goto done;
+    }
 
     cc = ngx_foko_chat_cache_lookup(ctx->sh, ch->id);
     if (cc) {
@@ -212,6 +225,8 @@ ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
     ngx_foko_chat_cache_channel_t  *cc;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ctx->sh->channels_gen++;
 
     cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
     if (cc) {
@@ -505,6 +520,13 @@ ngx_foko_chat_cache_alloc(ngx_foko_chat_shm_ctx_t *ctx, size_t size,
     }
 
     return NULL;
+}
+
+
+void *
+ngx_foko_chat_cache_alloc_locked(ngx_foko_chat_shm_ctx_t *ctx, size_t size)
+{
+    return ngx_foko_chat_cache_alloc(ctx, size, NULL);
 }
 
 

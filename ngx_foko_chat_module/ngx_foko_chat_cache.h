@@ -24,11 +24,14 @@ void ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh);
 /*
  * Caches a channel as MongoDB has it: its doc, the members' names (an
  * object of id: username) and its latest messages (an array in seq order,
- * may be NULL).  Replaces what was cached of it.
+ * may be NULL).  Replaces what was cached of it.  "gen" is what
+ * ngx_foko_chat_cache_gen() said before MongoDB was read: if a channel
+ * changed since, what was read may be stale, and nothing is cached.
  */
 ngx_int_t ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
-    ngx_uint_t ring_size);
+    ngx_uint_t ring_size, ngx_atomic_uint_t gen);
+ngx_atomic_uint_t ngx_foko_chat_cache_gen(ngx_foko_chat_shm_ctx_t *ctx);
 
 /* NGX_OK: cached, *member says if "user" is in it; NGX_DECLINED: not */
 ngx_int_t ngx_foko_chat_cache_member(ngx_foko_chat_shm_ctx_t *ctx,
@@ -50,6 +53,13 @@ void ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
 ngx_int_t ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel, int64_t before, int64_t after, ngx_uint_t limit,
     json_t **page, ngx_uint_t *more);
+
+/*
+ * Zone memory for the zone's other users (counters): with the zone locked,
+ * evicting cached channels to make room.
+ */
+void *ngx_foko_chat_cache_alloc_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    size_t size);
 
 /* the message of "author" with "client_id" if the ring has it */
 json_t *ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,

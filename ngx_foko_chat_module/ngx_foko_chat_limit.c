@@ -10,6 +10,7 @@
 
 
 #include "ngx_foko_chat_limit.h"
+#include "ngx_foko_chat_cache.h"
 
 
 #define NGX_FOKO_CHAT_LIMIT_KEY_MAX  255
@@ -196,7 +197,8 @@ ngx_foko_chat_limit_take(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
     if (node == NULL) {
         ngx_foko_chat_limit_expire(ctx, 1);
 
-        node = ngx_slab_alloc_locked(ctx->shpool, size);
+        /* cached channels give way to counters that protect accounts */
+        node = ngx_foko_chat_cache_alloc_locked(ctx, size);
         if (node == NULL) {
             /* open rather than evict counters that still count */
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,

@@ -62,6 +62,7 @@ struct ngx_foko_chat_msg_op_s {
     json_t                        *names;
     json_t                        *latest;
     ngx_uint_t                     ring_size;
+    ngx_atomic_uint_t              cache_gen;
 };
 
 
@@ -77,6 +78,7 @@ typedef struct {
 
 typedef struct {
     json_t                       **messages;
+    json_t                       **tombs;        /* filling seqs, or NULL */
     ngx_uint_t                    *status;       /* the answer of each */
     ngx_uint_t                     n;
     ngx_int_t                      rc;
@@ -90,7 +92,9 @@ typedef struct {
     ngx_uint_t                     nwaiting;
     ngx_uint_t                     nwriting;
     ngx_event_t                    retry;
+    ngx_event_t                    hold;
     ngx_msec_t                     backoff;
+    ngx_uint_t                     npreparing;
     unsigned                       busy:1;
     unsigned                       failing:1;
 } ngx_foko_chat_writer_t;
@@ -135,6 +139,7 @@ static ngx_int_t ngx_foko_chat_writer_add(ngx_http_request_t *r,
 static void ngx_foko_chat_writer_cleanup(void *data);
 static void ngx_foko_chat_writer_kick(void);
 static void ngx_foko_chat_writer_retry(ngx_event_t *ev);
+static void ngx_foko_chat_writer_hold(ngx_event_t *ev);
 static void ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task);
@@ -150,12 +155,16 @@ ngx_foko_chat_messages_init_process(ngx_cycle_t *cycle)
     ngx_queue_init(&ngx_foko_chat_writer.writing);
 
     /*
-     * Not cancelable: a worker that is shutting down keeps retrying what it
-     * still has to write (worker_shutdown_timeout bounds that).
+     * Neither timer is cancelable: a worker that is shutting down stays
+     * while it holds posts, and keeps retrying them ("hold" is armed
+     * whenever the queue is not empty, also while a batch is in its
+     * thread).  worker_shutdown_timeout bounds that.
      */
 
     ngx_foko_chat_writer.retry.handler = ngx_foko_chat_writer_retry;
     ngx_foko_chat_writer.retry.log = cycle->log;
+    ngx_foko_chat_writer.hold.handler = ngx_foko_chat_writer_hold;
+    ngx_foko_chat_writer.hold.log = cycle->log;
     ngx_foko_chat_writer.backoff = NGX_FOKO_CHAT_RETRY_MIN;
 
     return NGX_OK;
@@ -300,6 +309,7 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
     }
 
     if (ngx_foko_chat_writer.nwaiting + ngx_foko_chat_writer.nwriting
+        + ngx_foko_chat_writer.npreparing
         >= fmcf->write_queue)
     {
         ngx_foko_chat_messages_release(op);
@@ -331,9 +341,16 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
         }
     }
 
-    return ngx_foko_chat_messages_start(r, ctx, task,
-                                        ngx_foko_chat_messages_prepare_run,
-                                        ngx_foko_chat_messages_post_done);
+    rc = ngx_foko_chat_messages_start(r, ctx, task,
+                                      ngx_foko_chat_messages_prepare_run,
+                                      ngx_foko_chat_messages_post_done);
+
+    if (rc == NGX_DONE) {
+        /* counted against the write queue from now on */
+        ngx_foko_chat_writer.npreparing++;
+    }
+
+    return rc;
 }
 
 
@@ -447,6 +464,7 @@ ngx_foko_chat_messages_task(ngx_http_request_t *r,
 
     op = task->data;
     op->ring_size = fmcf->history_cache;
+    op->cache_gen = ngx_foko_chat_cache_gen(ngx_foko_chat_shm_get(r));
 
     ngx_memcpy(op->user, ctx->claims.sub, sizeof(op->user));
     ngx_memcpy(op->username, ctx->claims.name, ctx->claims.name_len + 1);
@@ -764,6 +782,8 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
     ngx_http_request_t       *r;
     ngx_foko_chat_shm_ctx_t  *shm;
 
+    ngx_foko_chat_writer.npreparing--;
+
     if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
@@ -882,7 +902,7 @@ ngx_foko_chat_messages_cache(ngx_http_request_t *r,
 
     (void) ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_get(r), &op->ch,
                                            op->names, op->latest,
-                                           op->ring_size);
+                                           op->ring_size, op->cache_gen);
 }
 
 
@@ -1049,6 +1069,10 @@ ngx_foko_chat_writer_add(ngx_http_request_t *r, json_t *message)
     ngx_queue_insert_tail(&ngx_foko_chat_writer.waiting, &p->queue);
     ngx_foko_chat_writer.nwaiting++;
 
+    if (!ngx_foko_chat_writer.hold.timer_set) {
+        ngx_add_timer(&ngx_foko_chat_writer.hold, 60000);
+    }
+
     ngx_foko_chat_writer_kick();
 
     return NGX_OK;
@@ -1088,7 +1112,7 @@ ngx_foko_chat_writer_kick(void)
     n = ngx_min(ngx_foko_chat_writer.nwaiting, NGX_FOKO_CHAT_BATCH_MAX);
 
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_batch_t)
-                                     + n * sizeof(json_t *)
+                                     + 2 * n * sizeof(json_t *)
                                      + n * sizeof(ngx_uint_t),
                                      ngx_cycle->log);
     if (task == NULL) {
@@ -1097,7 +1121,8 @@ ngx_foko_chat_writer_kick(void)
 
     batch = task->data;
     batch->messages = (json_t **) (batch + 1);
-    batch->status = (ngx_uint_t *) (batch->messages + n);
+    batch->tombs = batch->messages + n;
+    batch->status = (ngx_uint_t *) (batch->tombs + n);
 
     /* the batch owns references of its own: the queue may be dropped */
 
@@ -1148,6 +1173,15 @@ ngx_foko_chat_writer_retry(ngx_event_t *ev)
 }
 
 
+static void
+ngx_foko_chat_writer_hold(ngx_event_t *ev)
+{
+    if (ngx_foko_chat_writer.nwaiting + ngx_foko_chat_writer.nwriting) {
+        ngx_add_timer(ev, 60000);
+    }
+}
+
+
 /*
  * One round trip for the whole batch.  A batch that collides with stored
  * messages (a retry of a post whose first attempt is stored but no longer
@@ -1169,6 +1203,8 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 
     for (i = 0; i < batch->n; i++) {
         batch->status[i] = NGX_HTTP_CREATED;
+        json_decref(batch->tombs[i]);
+        batch->tombs[i] = NULL;
     }
 
     batch->rc = ngx_foko_chat_store_messages_insert(batch->messages,
@@ -1195,13 +1231,16 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
                      json_object_get(batch->messages[i], "author"), "id"));
         existing = NULL;
 
-        if (client_id && author
-            && ngx_foko_chat_store_message_by_client_id((u_char *) author,
-                                                        (u_char *) client_id,
-                                                        &existing,
-                                                        batch->err)
-               == NGX_OK)
-        {
+        rc = NGX_DECLINED;
+
+        if (client_id && author) {
+            rc = ngx_foko_chat_store_message_by_client_id((u_char *) author,
+                                                          (u_char *) client_id,
+                                                          &existing,
+                                                          batch->err);
+        }
+
+        if (rc == NGX_OK) {
             /* the seq handed out stays filled: by a tombstone */
 
             tomb = json_deep_copy(batch->messages[i]);
@@ -1219,11 +1258,17 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
                 return;
             }
 
-            json_decref(tomb);
+            batch->tombs[i] = tomb;
             json_decref(batch->messages[i]);
             batch->messages[i] = existing;
             batch->status[i] = NGX_HTTP_OK;
             continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            /* the lookup failed: the whole batch is tried again */
+            batch->rc = NGX_ERROR;
+            return;
         }
 
         /* a seq taken by another message: the counter went wrong */
@@ -1255,6 +1300,7 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
 
         for (i = 0; i < batch->n; i++) {
             json_decref(batch->messages[i]);
+            json_decref(batch->tombs[i]);
         }
 
         if (!ngx_foko_chat_writer.failing) {
@@ -1307,6 +1353,10 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
 
         } else if (shm) {
             ngx_foko_chat_cache_put_message(shm, batch->messages[i]);
+
+            if (batch->tombs[i]) {
+                ngx_foko_chat_cache_put_message(shm, batch->tombs[i]);
+            }
         }
 
         if (r) {
@@ -1326,8 +1376,15 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
         }
 
         json_decref(batch->messages[i]);
+        json_decref(batch->tombs[i]);
         json_decref(p->message);
         ngx_free(p);
+    }
+
+    if (ngx_foko_chat_writer.nwaiting == 0
+        && ngx_foko_chat_writer.hold.timer_set)
+    {
+        ngx_del_timer(&ngx_foko_chat_writer.hold);
     }
 
     ngx_foko_chat_writer_kick();

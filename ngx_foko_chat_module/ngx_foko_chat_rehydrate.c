@@ -26,6 +26,7 @@ typedef struct {
     json_t                       **names;
     json_t                       **latest;
     ngx_uint_t                     ring_size;
+    ngx_atomic_uint_t              cache_gen;
     ngx_int_t                      rc;
     u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
 } ngx_foko_chat_rehydrate_t;
@@ -63,6 +64,7 @@ ngx_foko_chat_rehydrate(ngx_log_t *log)
 
     rh = task->data;
     rh->ring_size = fmcf->history_cache;
+    rh->cache_gen = ngx_foko_chat_cache_gen(shm);
 
     task->run = ngx_foko_chat_rehydrate_run;
     task->done = ngx_foko_chat_rehydrate_done;
@@ -165,9 +167,10 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
                                             rh->names[i],
                                             rh->ring_size
                                             ? rh->latest[i] : NULL,
-                                            rh->ring_size)
+                                            rh->ring_size, rh->cache_gen)
             != NGX_OK)
         {
+            /* the zone is full, or channels changed meanwhile */
             break;
         }
 

@@ -11,6 +11,7 @@
 
 
 #include "ngx_foko_chat_seq.h"
+#include "ngx_foko_chat_cache.h"
 
 
 typedef struct {
@@ -96,9 +97,9 @@ ngx_foko_chat_seq_load(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
         goto done;
     }
 
-    node = ngx_slab_alloc_locked(ctx->shpool,
-                                 offsetof(ngx_rbtree_node_t, color)
-                                 + sizeof(ngx_foko_chat_seq_node_t));
+    node = ngx_foko_chat_cache_alloc_locked(ctx,
+                                   offsetof(ngx_rbtree_node_t, color)
+                                   + sizeof(ngx_foko_chat_seq_node_t));
     if (node == NULL) {
         rc = NGX_ERROR;
         goto done;

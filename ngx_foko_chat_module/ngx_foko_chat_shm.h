@@ -40,6 +40,7 @@ typedef struct {
     ngx_rbtree_t               channels;
     ngx_rbtree_node_t          channels_sentinel;
     ngx_queue_t                channels_lru;
+    ngx_atomic_t               channels_gen;   /* bumped by every change */
     unsigned                   evicting:1;
 } ngx_foko_chat_sh_t;
 

@@ -86,6 +86,13 @@ ngx_foko_chat_store_uri(ngx_str_t *s, ngx_log_t *log)
                                        NGX_FOKO_CHAT_MONGO_CONNECT_MS);
     }
 
+    /* no call may hold a pool thread for the driver's 300 s default */
+
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS)) {
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS,
+                                       NGX_FOKO_CHAT_MONGO_SOCKET_MS);
+    }
+
     if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME)) {
         mongoc_uri_set_appname(uri, "foko-chat-nginx");
     }

@@ -19,6 +19,7 @@
 /* server selection and connection bounds unless the URI sets them */
 #define NGX_FOKO_CHAT_MONGO_SELECT_MS     2000
 #define NGX_FOKO_CHAT_MONGO_CONNECT_MS    2000
+#define NGX_FOKO_CHAT_MONGO_SOCKET_MS     10000
 
 #define NGX_FOKO_CHAT_MONGO_PROBE_MS      5000
 

@@ -99,6 +99,12 @@ my $pid = do {
     <$fh> =~ /(\d+)/ ? $1 : die;
 };
 ferretdb_stop($db);
+
+# posts waiting in the old workers' queues when the reload comes
+
+my @reloaded = map { post("reload-$_", $_ % 2 ? $alice : $bob) } 1 .. 6;
+sleep 0.5;
+
 kill HUP => $pid;
 sleep 1.5;
 
@@ -107,6 +113,10 @@ is $status, 200, 'after a reload, with MongoDB down, history is served';
 is scalar @{ $res->{messages} }, 5, 'from the zone kept across the reload';
 
 ferretdb_start($db);
+
+is_deeply collect(\@reloaded, 60), { 201 => 6 },
+    'posts waiting across a reload are stored and answered by the old '
+    . 'workers';
 
 # everything acknowledged is in MongoDB exactly once, in order, no gaps
 
