@@ -49,5 +49,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 make -s -C "$tree" -f objs/Makefile modules
-cp "$tree/objs/ngx_foko_chat_module.so" "$build/ngx_foko_chat_module.so"
+# a new file, renamed over the old one: an nginx running the old module
+# keeps its mapping instead of crashing on a file rewritten under it
+cp "$tree/objs/ngx_foko_chat_module.so" "$build/.ngx_foko_chat_module.so.new"
+mv -f "$build/.ngx_foko_chat_module.so.new" "$build/ngx_foko_chat_module.so"
 echo "built $build/ngx_foko_chat_module.so"
