@@ -277,7 +277,7 @@ ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     ngx_uint_t *more)
 {
     json_t                         *list, *m;
-    int64_t                         from, to, acked, seq;
+    int64_t                         from, to, acked, through, seq;
     ngx_int_t                       rc;
     json_error_t                    error;
     ngx_foko_chat_cache_slot_t     *slot;
@@ -295,6 +295,7 @@ ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     }
 
     acked = ngx_foko_chat_seq_acked_locked(ctx->sh, channel);
+    through = ngx_foko_chat_seq_through_locked(ctx->sh, channel);
 
     if (acked < 0 || cc->top < acked) {
         /* the ring missed a message: load the channel again */
@@ -305,13 +306,15 @@ ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     ngx_queue_remove(&cc->lru);
     ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
 
+    /* history ends where the first message still being stored is */
+
     if (after >= 0) {
         from = after + 1;
-        to = ngx_min(after + (int64_t) limit, acked);
-        *more = (to < acked);
+        to = ngx_min(after + (int64_t) limit, through);
+        *more = (to < through);
 
     } else {
-        to = (before > 0) ? ngx_min(before - 1, acked) : acked;
+        to = (before > 0) ? ngx_min(before - 1, through) : through;
         from = ngx_max(to - (int64_t) limit + 1, 1);
         *more = (from > 1);
     }

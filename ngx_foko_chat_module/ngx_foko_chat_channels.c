@@ -884,8 +884,8 @@ ngx_foko_chat_channels_describe(ngx_foko_chat_channel_op_t *op,
     if (ngx_foko_chat_store_usernames(ch->members, ch->nmembers, &names,
                                       op->err)
         != NGX_OK
-        || ngx_foko_chat_store_messages_page(ch->id, 0, -1, 1, &page, &more,
-                                             op->err)
+        || ngx_foko_chat_store_messages_page(ch->id, 0, -1, -1, 1, &page,
+                                             &more, op->err)
            != NGX_OK)
     {
         json_decref(names);

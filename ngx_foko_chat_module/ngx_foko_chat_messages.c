@@ -44,6 +44,7 @@ struct ngx_foko_chat_msg_op_s {
     u_char                        *text;         /* malloc()ed */
     int64_t                        before;
     int64_t                        after;
+    int64_t                        upto;         /* stored through */
     int64_t                        seq;
     ngx_uint_t                     limit;
     ngx_foko_chat_channel_doc_t    ch;
@@ -225,6 +226,10 @@ ngx_foko_chat_messages_list(ngx_http_request_t *r,
     /* recent history of a cached channel comes from the shared zone */
 
     shm = ngx_foko_chat_shm_get(r);
+
+    /* MongoDB may have N + 1 before N: history stops before a hole */
+    op->upto = (ctx->nargs && ngx_foko_chat_is_id(&ctx->args[0]))
+               ? ngx_foko_chat_seq_through(shm, ctx->args[0].data) : -1;
 
     if (ctx->nargs && ngx_foko_chat_is_id(&ctx->args[0])
         && ngx_foko_chat_cache_member(shm, op->ch.id, op->user, &member)
@@ -705,8 +710,8 @@ ngx_foko_chat_messages_list_run(ngx_foko_chat_msg_op_t *op)
     ngx_foko_chat_messages_load(op);
 
     if (ngx_foko_chat_store_messages_page(op->ch.id, op->before, op->after,
-                                          op->limit, &op->result, &op->more,
-                                          op->err)
+                                          op->upto, op->limit, &op->result,
+                                          &op->more, op->err)
         != NGX_OK)
     {
         op->rc = NGX_ERROR;
@@ -879,7 +884,7 @@ ngx_foko_chat_messages_load(ngx_foko_chat_msg_op_t *op)
                                       &op->names, op->err)
         != NGX_OK
         || (op->ring_size
-            && ngx_foko_chat_store_messages_page(op->ch.id, 0, -1,
+            && ngx_foko_chat_store_messages_page(op->ch.id, 0, -1, -1,
                                                  op->ring_size, &op->latest,
                                                  &more, op->err)
                != NGX_OK))

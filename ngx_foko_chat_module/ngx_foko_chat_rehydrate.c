@@ -107,7 +107,7 @@ ngx_foko_chat_rehydrate_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
         if (ngx_foko_chat_store_usernames(ch->members, ch->nmembers,
                                           &rh->names[i], rh->err)
             != NGX_OK
-            || ngx_foko_chat_store_messages_page(ch->id, 0, -1,
+            || ngx_foko_chat_store_messages_page(ch->id, 0, -1, -1,
                                                  ngx_max(rh->ring_size, 1),
                                                  &rh->latest[i], &more,
                                                  rh->err)

@@ -39,6 +39,12 @@ int64_t ngx_foko_chat_seq_acked_locked(ngx_foko_chat_sh_t *sh,
     u_char *channel);
 void ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
     int64_t seq);
+/* every seq up to it is stored; -1 if not known; with the zone locked */
+int64_t ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh,
+    u_char *channel);
+/* the same, taking the lock */
+int64_t ngx_foko_chat_seq_through(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel);
 
 
 #endif /* _NGX_FOKO_CHAT_SEQ_H_INCLUDED_ */

@@ -152,11 +152,12 @@ ngx_int_t ngx_foko_chat_store_message_by_client_id(u_char *author,
 /*
  * Up to "limit" messages of a channel in seq order: after "after" (if
  * >= 0), else before "before" (if > 0, the newest page below it), else
- * the newest page; *more says whether more exist on the far side.
+ * the newest page; none past "upto" (if >= 0); *more says whether more
+ * exist on the far side.
  */
 ngx_int_t ngx_foko_chat_store_messages_page(u_char *channel, int64_t before,
-    int64_t after, ngx_uint_t limit, json_t **messages, ngx_uint_t *more,
-    u_char *err);
+    int64_t after, int64_t upto, ngx_uint_t limit, json_t **messages,
+    ngx_uint_t *more, u_char *err);
 /* the highest seq of a channel, 0 if none */
 ngx_int_t ngx_foko_chat_store_messages_max_seq(u_char *channel,
     int64_t *seq, u_char *err);

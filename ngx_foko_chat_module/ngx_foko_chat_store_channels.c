@@ -1394,8 +1394,8 @@ ngx_foko_chat_store_message_one(mongoc_collection_t *coll, bson_t *filter,
 
 ngx_int_t
 ngx_foko_chat_store_messages_page(u_char *channel, int64_t before,
-    int64_t after, ngx_uint_t limit, json_t **messages, ngx_uint_t *more,
-    u_char *err)
+    int64_t after, int64_t upto, ngx_uint_t limit, json_t **messages,
+    ngx_uint_t *more, u_char *err)
 {
     bson_t                filter, range, *opts;
     json_t               *list, *item;
@@ -1427,13 +1427,19 @@ ngx_foko_chat_store_messages_page(u_char *channel, int64_t before,
     bson_init(&filter);
     BSON_APPEND_OID(&filter, "channel_id", &oid);
 
+    if (upto >= 0 && (before <= 0 || before > upto + 1)) {
+        /* nothing past "upto": the page below it, or after "after" */
+        before = upto + 1;
+    }
+
     if (after >= 0 || before > 0) {
         BSON_APPEND_DOCUMENT_BEGIN(&filter, "seq", &range);
 
         if (after >= 0) {
             BSON_APPEND_INT64(&range, "$gt", after);
+        }
 
-        } else {
+        if (before > 0) {
             BSON_APPEND_INT64(&range, "$lt", before);
         }
 
