@@ -6,6 +6,9 @@
 #   bench/run.sh [--workers N] [--clients N] [--per-channel N] [--duration S]
 #                [--warmup S] [--reps N] [--batch N] [--text-size N]
 #                [--no-client-id] [--no-prime] [--no-build] [--keep]
+#                [--json FILE]
+#
+# MODULE=<path to a .so> benchmarks that build instead of build/'s.
 #
 # Everything it starts (FerretDB, nginx) listens on 127.0.0.1 only, on free
 # ports in 20000-29999, and is stopped on exit.
@@ -15,7 +18,7 @@ bench=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$bench/.." && pwd)
 
 workers=1
-clients=32
+clients=256
 per_channel=10
 duration=10
 warmup=2
@@ -26,6 +29,7 @@ client_id=true
 prime=true
 build=1
 keep=0
+json_out=
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -41,14 +45,15 @@ while [ $# -gt 0 ]; do
         --no-prime) prime=false; shift ;;
         --no-build) build=0; shift ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --json) json_out=$2; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 
 ferretdb=${FERRETDB:-$root/.tools/bin/ferretdb-v1.24.2}
 nginx=${NGINX:-/usr/sbin/nginx}
-module=$root/build/ngx_foko_chat_module.so
+module=${MODULE:-$root/build/ngx_foko_chat_module.so}
 
 tmp=$(mktemp -d /tmp/foko-bench.XXXXXX)
 ferretdb_pid=
@@ -201,7 +206,7 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- run
 
-bound=$(( reps * 2 * (duration + warmup + 20) + 180 ))
+bound=$(( reps * 2 * (duration + warmup + 20) + 300 + clients / 2 ))
 timeout --signal=INT "$bound" "$tmp/rest-post" \
     -url "http://127.0.0.1:$nport" -mongo "$mongo_uri" \
     -mode both -reps "$reps" -workers "$workers" -inserters "$workers" \
@@ -211,7 +216,9 @@ timeout --signal=INT "$bound" "$tmp/rest-post" \
     -nginx-pid "$nginx_pid" -ferretdb-pid "$ferretdb_pid" \
     -json "$tmp/result.json"
 
-cp "$tmp/result.json" "$bench/last-result.json" 2>/dev/null || true
+if [ -n "$json_out" ]; then
+    cp "$tmp/result.json" "$json_out"
+fi
 
 # ---------------------------------------------------------------- health
 

@@ -1027,14 +1027,46 @@ type verifyResult struct {
 	Answered int64    `json:"answered_201"`
 	Stored   int64    `json:"stored"`
 	DupSeqs  int64    `json:"duplicate_seqs"`
+	Seconds  float64  `json:"seconds"`
 	Problems []string `json:"problems,omitempty"`
 }
 
 // every 201's seq is unique in its channel, and every acknowledged message
-// is in MongoDB (posts answered after a window closed are counted too)
+// is in MongoDB with that seq (posts answered outside the windows count
+// too).  One pass over the messages collection: FerretDB's SQLite backend
+// scans a collection for any filter but {_id}, so one scan, not one per
+// channel.
 func verifyAPI(ctx context.Context, db *mongo.Database, env *apiEnv) *verifyResult {
+	t0 := time.Now()
 	v := &verifyResult{Channels: len(env.channels)}
-	coll := db.Collection("messages")
+	stored := map[string]map[int64]int{}
+	for _, ch := range env.channels {
+		stored[ch.ID] = map[int64]int{}
+	}
+	cur, err := db.Collection("messages").Find(ctx, bson.D{},
+		options.Find().SetProjection(bson.D{{Key: "channel_id", Value: 1}, {Key: "seq", Value: 1}}).
+			SetBatchSize(10000))
+	if err != nil {
+		v.Problems = append(v.Problems, "find: "+err.Error())
+		return v
+	}
+	for cur.Next(ctx) {
+		var d struct {
+			Channel primitive.ObjectID `bson:"channel_id"`
+			Seq     int64              `bson:"seq"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			continue
+		}
+		if m, ok := stored[d.Channel.Hex()]; ok {
+			m[d.Seq]++
+		}
+	}
+	if err := cur.Err(); err != nil {
+		v.Problems = append(v.Problems, "find: "+err.Error())
+	}
+	cur.Close(ctx)
+
 	for _, ch := range env.channels {
 		seen := map[int64]bool{}
 		var maxSeq int64
@@ -1046,23 +1078,28 @@ func verifyAPI(ctx context.Context, db *mongo.Database, env *apiEnv) *verifyResu
 			maxSeq = max(maxSeq, s)
 		}
 		v.Answered += int64(len(ch.seqs))
-		oid, err := primitive.ObjectIDFromHex(ch.ID)
-		if err != nil {
-			v.Problems = append(v.Problems, "bad channel id "+ch.ID)
-			continue
+		st := stored[ch.ID]
+		v.Stored += int64(len(st))
+		lost, dup := 0, 0
+		for s := range seen {
+			if st[s] == 0 {
+				lost++
+			}
 		}
-		n, err := coll.CountDocuments(ctx, bson.D{{Key: "channel_id", Value: oid}})
-		if err != nil {
-			v.Problems = append(v.Problems, "count: "+err.Error())
-			continue
+		for _, n := range st {
+			if n > 1 {
+				dup++
+			}
 		}
-		v.Stored += n
-		if n < int64(len(seen)) {
-			v.Problems = append(v.Problems, fmt.Sprintf("channel %s: %d seqs answered 201, only %d stored: acknowledged messages lost",
-				ch.ID, len(seen), n))
-		} else if n > int64(len(seen)) {
+		if lost > 0 {
+			v.Problems = append(v.Problems, fmt.Sprintf("channel %s: %d seqs answered 201 are not stored: acknowledged messages lost", ch.ID, lost))
+		}
+		if dup > 0 {
+			v.Problems = append(v.Problems, fmt.Sprintf("channel %s: %d seqs stored more than once", ch.ID, dup))
+		}
+		if len(st) > len(seen) {
 			v.Problems = append(v.Problems, fmt.Sprintf("channel %s: %d stored, %d answered 201 (posts stored but not answered 201 to this tool, e.g. timed out)",
-				ch.ID, n, len(seen)))
+				ch.ID, len(st), len(seen)))
 		}
 		// gaps are expected only where a post failed after taking a seq
 		if int64(len(seen)) != maxSeq && len(v.Problems) < 20 {
@@ -1070,6 +1107,7 @@ func verifyAPI(ctx context.Context, db *mongo.Database, env *apiEnv) *verifyResu
 				ch.ID, len(seen), maxSeq))
 		}
 	}
+	v.Seconds = math.Round(time.Since(t0).Seconds()*10) / 10
 	return v
 }
 
@@ -1160,8 +1198,8 @@ func printSummary(c *config, s *summary) {
 		fmt.Println("API errors: none")
 	}
 	if v := s.Verify; v != nil {
-		fmt.Printf("verify: %d channels, %d posts answered 201 (incl. warm-up), %d stored, %d duplicate seqs\n",
-			v.Channels, v.Answered, v.Stored, v.DupSeqs)
+		fmt.Printf("verify (%.1fs): %d channels, %d posts answered 201 (incl. warm-up), %d stored, %d duplicate seqs answered\n",
+			v.Seconds, v.Channels, v.Answered, v.Stored, v.DupSeqs)
 		for _, p := range v.Problems {
 			fmt.Println("  verify:", p)
 		}
