@@ -52,8 +52,6 @@ static ngx_int_t ngx_foko_chat_auth_unavailable(ngx_http_request_t *r,
     ngx_foko_chat_auth_op_t *op);
 static ngx_int_t ngx_foko_chat_auth_send_session(ngx_http_request_t *r,
     ngx_uint_t status, ngx_foko_chat_user_t *user, ngx_uint_t with_token);
-static const char *ngx_foko_chat_auth_email(json_t *body, u_char *out,
-    ngx_uint_t strict);
 static const char *ngx_foko_chat_auth_password(json_t *body,
     ngx_foko_chat_auth_op_t *op, ngx_uint_t strict);
 static const char *ngx_foko_chat_auth_username(json_t *body, u_char *out);
@@ -941,7 +939,7 @@ ngx_foko_chat_auth_send_session(ngx_http_request_t *r, ngx_uint_t status,
  * non-empty string, so that every unknown email gets the same 401.
  */
 
-static const char *
+const char *
 ngx_foko_chat_auth_email(json_t *body, u_char *out, ngx_uint_t strict)
 {
     u_char      *p, *at, *dot, *end;
@@ -1018,36 +1016,9 @@ ngx_foko_chat_auth_password(json_t *body, ngx_foko_chat_auth_op_t *op,
 static const char *
 ngx_foko_chat_auth_username(json_t *body, u_char *out)
 {
-    u_char      *p, *end;
-    size_t       chars;
-    ngx_str_t    name;
-    const char  *problem;
-
-    problem = ngx_foko_chat_json_string(body, "username", 1,
-                                        NGX_FOKO_CHAT_USERNAME_MAX, 0, &name);
-    if (problem) {
-        return problem;
-    }
-
-    end = name.data + name.len;
-    chars = 0;
-
-    for (p = name.data; p < end; p++) {
-        chars += ((*p & 0xc0) != 0x80);
-    }
-
-    if (chars > NGX_FOKO_CHAT_USERNAME_CHARS) {
-        return "is longer than 32 characters";
-    }
-
-    if (name.data[0] == ' ' || end[-1] == ' ') {
-        return "must not start or end with a space";
-    }
-
-    ngx_memcpy(out, name.data, name.len);
-    out[name.len] = '\0';
-
-    return NULL;
+    return ngx_foko_chat_json_name(body, "username",
+                                   NGX_FOKO_CHAT_USERNAME_CHARS,
+                                   NGX_FOKO_CHAT_USERNAME_MAX, out);
 }
 
 

@@ -34,6 +34,14 @@ ngx_int_t ngx_foko_chat_auth_reset(ngx_http_request_t *r,
 ngx_int_t ngx_foko_chat_auth_accept(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
 
+/*
+ * The "email" of a body, lowercased into out (NGX_FOKO_CHAT_EMAIL_MAX + 1
+ * bytes): NULL, or what is wrong with it.  "strict" is the sign-up rule
+ * (ASCII, one "@", a dot in the domain), which mail can be sent to.
+ */
+const char *ngx_foko_chat_auth_email(json_t *body, u_char *out,
+    ngx_uint_t strict);
+
 /* checks "Authorization: Bearer"; NGX_OK fills ctx->claims */
 ngx_int_t ngx_foko_chat_auth_bearer(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);

@@ -11,6 +11,7 @@
 
 
 #include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_auth.h"
 #include "ngx_foko_chat_cache.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_jwt.h"
@@ -242,37 +243,9 @@ ngx_int_t
 ngx_foko_chat_channels_invite(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx)
 {
-    u_char                      *p, *at, *end;
-    ngx_str_t                    email;
     const char                  *problem;
     ngx_foko_chat_task_t        *task;
     ngx_foko_chat_channel_op_t  *op;
-
-    problem = ngx_foko_chat_json_string(ctx->body, "email", 3,
-                                        NGX_FOKO_CHAT_EMAIL_MAX, 0, &email);
-    if (problem == NULL) {
-        at = ngx_strlchr(email.data, email.data + email.len, '@');
-        end = email.data + email.len;
-
-        if (at == NULL || at == email.data || at + 1 == end
-            || ngx_strlchr(at + 1, end, '.') == NULL
-            || ngx_strlchr(at + 1, end, '@') != NULL)
-        {
-            problem = "is not a valid email address";
-        }
-
-        for (p = email.data; problem == NULL && p < end; p++) {
-            if (*p == ' ' || *p == '"' || *p == '<' || *p == '>'
-                || *p == ',' || *p == ';' || *p == '\\')
-            {
-                problem = "is not a valid email address";
-            }
-        }
-    }
-
-    if (problem) {
-        return ngx_foko_chat_json_send_invalid(r, "email", problem);
-    }
 
     task = ngx_foko_chat_channels_task(r, ctx);
     if (task == NULL) {
@@ -280,7 +253,14 @@ ngx_foko_chat_channels_invite(ngx_http_request_t *r,
     }
 
     op = task->data;
-    ngx_strlow(op->invitee.email, email.data, email.len);
+
+    /* the sign-up rule: the address must take mail */
+
+    problem = ngx_foko_chat_auth_email(ctx->body, op->invitee.email, 1);
+    if (problem) {
+        ngx_foko_chat_task_free(task);
+        return ngx_foko_chat_json_send_invalid(r, "email", problem);
+    }
 
     return ngx_foko_chat_channels_start(r, ctx, task,
                                         ngx_foko_chat_channels_invite_run);
@@ -550,11 +530,7 @@ ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task)
 static const char *
 ngx_foko_chat_channels_name(json_t *body, u_char *out, ngx_uint_t required)
 {
-    u_char      *p, *end;
-    json_t      *v;
-    size_t       chars;
-    ngx_str_t    name;
-    const char  *problem;
+    json_t  *v;
 
     out[0] = '\0';
 
@@ -564,32 +540,8 @@ ngx_foko_chat_channels_name(json_t *body, u_char *out, ngx_uint_t required)
         return NULL;
     }
 
-    problem = ngx_foko_chat_json_string(body, "name", 1,
-                                        NGX_FOKO_CHAT_CHANNEL_NAME_MAX, 0,
-                                        &name);
-    if (problem) {
-        return problem;
-    }
-
-    end = name.data + name.len;
-    chars = 0;
-
-    for (p = name.data; p < end; p++) {
-        chars += ((*p & 0xc0) != 0x80);
-    }
-
-    if (chars > NGX_FOKO_CHAT_CHANNEL_CHARS) {
-        return "is longer than 64 characters";
-    }
-
-    if (name.data[0] == ' ' || end[-1] == ' ') {
-        return "must not start or end with a space";
-    }
-
-    ngx_memcpy(out, name.data, name.len);
-    out[name.len] = '\0';
-
-    return NULL;
+    return ngx_foko_chat_json_name(body, "name", NGX_FOKO_CHAT_CHANNEL_CHARS,
+                                   NGX_FOKO_CHAT_CHANNEL_NAME_MAX, out);
 }
 
 

@@ -194,3 +194,45 @@ ngx_foko_chat_json_string(json_t *obj, const char *field, size_t min,
 
     return NULL;
 }
+
+
+/*
+ * A name (a username, a channel name): 1 to max_chars characters of at
+ * most max_bytes, no control characters, no spaces around; copied to out
+ * with a NUL.
+ */
+
+const char *
+ngx_foko_chat_json_name(json_t *obj, const char *field, size_t max_chars,
+    size_t max_bytes, u_char *out)
+{
+    u_char      *p, *end;
+    size_t       chars;
+    ngx_str_t    name;
+    const char  *problem;
+
+    problem = ngx_foko_chat_json_string(obj, field, 1, max_bytes, 0, &name);
+    if (problem) {
+        return problem;
+    }
+
+    end = name.data + name.len;
+    chars = 0;
+
+    for (p = name.data; p < end; p++) {
+        chars += ((*p & 0xc0) != 0x80);
+    }
+
+    if (chars > max_chars) {
+        return "is too long";
+    }
+
+    if (name.data[0] == ' ' || end[-1] == ' ') {
+        return "must not start or end with a space";
+    }
+
+    ngx_memcpy(out, name.data, name.len);
+    out[name.len] = '\0';
+
+    return NULL;
+}

@@ -30,6 +30,8 @@ ngx_int_t ngx_foko_chat_json_send_invalid(ngx_http_request_t *r,
  */
 const char *ngx_foko_chat_json_string(json_t *obj, const char *field,
     size_t min, size_t max, ngx_uint_t multiline, ngx_str_t *out);
+const char *ngx_foko_chat_json_name(json_t *obj, const char *field,
+    size_t max_chars, size_t max_bytes, u_char *out);
 
 
 #endif /* _NGX_FOKO_CHAT_JSON_H_INCLUDED_ */

@@ -25,6 +25,7 @@
 
 
 #define NGX_FOKO_CHAT_RETRY_MIN   100
+#define NGX_FOKO_CHAT_TEXT_TOO_LONG  ((const char *) -1)
 #define NGX_FOKO_CHAT_RETRY_MAX   5000
 
 
@@ -113,6 +114,8 @@ static ngx_uint_t ngx_foko_chat_messages_answered(ngx_foko_chat_task_t *task,
 static void ngx_foko_chat_messages_release(ngx_foko_chat_msg_op_t *op);
 static ngx_int_t ngx_foko_chat_messages_int_arg(ngx_http_request_t *r,
     const char *name, int64_t min, int64_t max, int64_t *value);
+static ngx_int_t ngx_foko_chat_messages_refuse(ngx_http_request_t *r,
+    const char *problem);
 static const char *ngx_foko_chat_messages_text(ngx_http_request_t *r,
     json_t *body, ngx_foko_chat_msg_op_t *op);
 static ngx_uint_t ngx_foko_chat_messages_find_mine(
@@ -287,15 +290,7 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
     if (problem) {
         ngx_foko_chat_messages_release(op);
         ngx_foko_chat_task_free(task);
-
-        if (problem == (char *) -1) {
-            return ngx_foko_chat_json_send_error(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "too_large",
-                                         "the message is too long");
-        }
-
-        return ngx_foko_chat_json_send_invalid(r, "text", problem);
+        return ngx_foko_chat_messages_refuse(r, problem);
     }
 
     v = json_object_get(ctx->body, "client_id");
@@ -380,15 +375,7 @@ ngx_foko_chat_messages_edit(ngx_http_request_t *r,
     if (problem) {
         ngx_foko_chat_messages_release(op);
         ngx_foko_chat_task_free(task);
-
-        if (problem == (char *) -1) {
-            return ngx_foko_chat_json_send_error(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "too_large",
-                                         "the message is too long");
-        }
-
-        return ngx_foko_chat_json_send_invalid(r, "text", problem);
+        return ngx_foko_chat_messages_refuse(r, problem);
     }
 
     return ngx_foko_chat_messages_start(r, ctx, task,
@@ -626,7 +613,21 @@ ngx_foko_chat_messages_int_arg(ngx_http_request_t *r, const char *name,
 }
 
 
-/* NULL, a problem with the text, or (char *) -1 for a text too long */
+static ngx_int_t
+ngx_foko_chat_messages_refuse(ngx_http_request_t *r, const char *problem)
+{
+    if (problem == NGX_FOKO_CHAT_TEXT_TOO_LONG) {
+        return ngx_foko_chat_json_send_error(r,
+                                             NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                             "too_large",
+                                             "the message is too long");
+    }
+
+    return ngx_foko_chat_json_send_invalid(r, "text", problem);
+}
+
+
+/* NULL, what is wrong with the text, or NGX_FOKO_CHAT_TEXT_TOO_LONG */
 
 static const char *
 ngx_foko_chat_messages_text(ngx_http_request_t *r, json_t *body,
@@ -648,7 +649,7 @@ ngx_foko_chat_messages_text(ngx_http_request_t *r, json_t *body,
     }
 
     if (text.len > fmcf->max_message_size) {
-        return (char *) -1;
+        return NGX_FOKO_CHAT_TEXT_TOO_LONG;
     }
 
     end = text.data + text.len;
