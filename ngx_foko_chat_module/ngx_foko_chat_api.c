@@ -386,10 +386,7 @@ ngx_foko_chat_api_health(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
         != NGX_OK)
     {
         ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_error(r,
-                                             NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "overloaded",
-                                             "the server is too busy");
+        return ngx_foko_chat_json_send_unavailable(r, NULL);
     }
 
     return NGX_DONE;

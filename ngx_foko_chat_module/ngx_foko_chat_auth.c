@@ -870,24 +870,13 @@ ngx_foko_chat_auth_hashing(ngx_http_request_t *r, ngx_foko_chat_task_t *task,
 }
 
 
-/* 503: storage failed (logged once here), or no thread took the work */
+/* 503: storage failed (logged once), or no thread took the work */
 
 static ngx_int_t
 ngx_foko_chat_auth_unavailable(ngx_http_request_t *r,
     ngx_foko_chat_auth_op_t *op)
 {
-    if (op && op->err[0]) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "foko chat: %s", op->err);
-
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "storage_unavailable",
-                                             "the database is unreachable");
-    }
-
-    return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "overloaded",
-                                         "the server is too busy");
+    return ngx_foko_chat_json_send_unavailable(r, op ? op->err : NULL);
 }
 
 

@@ -49,10 +49,6 @@ typedef struct {
 } ngx_foko_chat_cache_channel_t;
 
 
-static ngx_foko_chat_cache_channel_t *ngx_foko_chat_cache_lookup(
-    ngx_foko_chat_sh_t *sh, u_char *channel);
-static void ngx_foko_chat_cache_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void *ngx_foko_chat_cache_alloc(ngx_foko_chat_shm_ctx_t *ctx,
     size_t size, ngx_foko_chat_cache_channel_t *keep);
 static void ngx_foko_chat_cache_free(ngx_foko_chat_shm_ctx_t *ctx,
@@ -63,6 +59,10 @@ static ngx_uint_t ngx_foko_chat_cache_has(ngx_foko_chat_cache_channel_t *cc,
     int64_t from, int64_t to);
 
 
+#define ngx_foko_chat_cache_lookup(sh, channel)                               \
+    ((ngx_foko_chat_cache_channel_t *)                                        \
+     ngx_foko_chat_shm_id_lookup(&(sh)->channels, channel))
+
 #define ngx_foko_chat_cache_node(cc)                                          \
     ((ngx_rbtree_node_t *) ((u_char *) (cc)                                   \
                             - offsetof(ngx_rbtree_node_t, color)))
@@ -72,7 +72,7 @@ void
 ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh)
 {
     ngx_rbtree_init(&sh->channels, &sh->channels_sentinel,
-                    ngx_foko_chat_cache_insert_value);
+                    ngx_foko_chat_shm_id_insert_value);
     ngx_queue_init(&sh->channels_lru);
 }
 
@@ -556,74 +556,4 @@ ngx_foko_chat_cache_free(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_queue_remove(&cc->lru);
     ngx_rbtree_delete(&ctx->sh->channels, ngx_foko_chat_cache_node(cc));
     ngx_slab_free_locked(ctx->shpool, ngx_foko_chat_cache_node(cc));
-}
-
-
-static ngx_foko_chat_cache_channel_t *
-ngx_foko_chat_cache_lookup(ngx_foko_chat_sh_t *sh, u_char *channel)
-{
-    uint32_t                        hash;
-    ngx_int_t                       rc;
-    ngx_rbtree_node_t              *node, *sentinel;
-    ngx_foko_chat_cache_channel_t  *cc;
-
-    hash = ngx_crc32_short(channel, 24);
-
-    node = sh->channels.root;
-    sentinel = sh->channels.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        cc = (ngx_foko_chat_cache_channel_t *) &node->color;
-
-        rc = ngx_memcmp(channel, cc->id, 24);
-
-        if (rc == 0) {
-            return cc;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_foko_chat_cache_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t              **p;
-    ngx_foko_chat_cache_channel_t   *cc, *cct;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            cc = (ngx_foko_chat_cache_channel_t *) &node->color;
-            cct = (ngx_foko_chat_cache_channel_t *) &temp->color;
-
-            p = (ngx_memcmp(cc->id, cct->id, 24) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
 }

@@ -390,9 +390,7 @@ ngx_foko_chat_channels_start(ngx_http_request_t *r,
     {
         free(op->ch.members);
         ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "overloaded",
-                                             "the server is too busy");
+        return ngx_foko_chat_json_send_unavailable(r, NULL);
     }
 
     return NGX_DONE;
@@ -443,15 +441,8 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
 
     if (task->failed || op->rc == NGX_ERROR) {
         json_decref(result);
-
-        if (op->err[0]) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "foko chat: %s", op->err);
-        }
-
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "storage_unavailable",
-                                             "the database is unreachable");
+        return ngx_foko_chat_json_send_unavailable(r, task->failed ? NULL
+                                                                   : op->err);
     }
 
     if (result == NULL && op->code) {
@@ -494,7 +485,7 @@ ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task)
     claims.ver = op->invitee.ver;
 
     token = ngx_foko_chat_jwt_issue(fmcf->jwt, NGX_FOKO_CHAT_TOKEN_INVITE,
-                                    &claims, 7 * 86400);
+                                    &claims, NGX_FOKO_CHAT_INVITE_TTL);
     if (token == NULL) {
         ngx_log_error(NGX_LOG_ALERT, task->log, 0,
                       "foko chat: cannot sign an invitation token");

@@ -236,3 +236,26 @@ ngx_foko_chat_json_name(json_t *obj, const char *field, size_t max_chars,
 
     return NULL;
 }
+
+
+/*
+ * 503: storage failed, with "err" (logged here, once), or no thread took
+ * the work (err NULL or empty).
+ */
+
+ngx_int_t
+ngx_foko_chat_json_send_unavailable(ngx_http_request_t *r, u_char *err)
+{
+    if (err && err[0]) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "foko chat: %s", err);
+
+        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "storage_unavailable",
+                                             "the database is unreachable");
+    }
+
+    return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "overloaded",
+                                         "the server is too busy");
+}

@@ -22,6 +22,8 @@ ngx_int_t ngx_foko_chat_json_send_not_allowed(ngx_http_request_t *r,
     ngx_uint_t methods);
 ngx_int_t ngx_foko_chat_json_send_invalid(ngx_http_request_t *r,
     const char *field, const char *problem);
+ngx_int_t ngx_foko_chat_json_send_unavailable(ngx_http_request_t *r,
+    u_char *err);
 
 /*
  * Reads a string member: NULL if it is there and fits, else what is wrong

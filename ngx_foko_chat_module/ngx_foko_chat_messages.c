@@ -505,9 +505,7 @@ ngx_foko_chat_messages_start(ngx_http_request_t *r,
     {
         ngx_foko_chat_messages_release(op);
         ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "overloaded",
-                                             "the server is too busy");
+        return ngx_foko_chat_json_send_unavailable(r, NULL);
     }
 
     return NGX_DONE;
@@ -549,15 +547,8 @@ ngx_foko_chat_messages_answered(ngx_foko_chat_task_t *task, ngx_int_t *rc)
 
     if (task->failed || op->rc == NGX_ERROR) {
         ngx_foko_chat_messages_release(op);
-
-        if (op->err[0]) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "foko chat: %s", op->err);
-        }
-
-        *rc = ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                            "storage_unavailable",
-                                            "the database is unreachable");
+        *rc = ngx_foko_chat_json_send_unavailable(r, task->failed ? NULL
+                                                                  : op->err);
         return 1;
     }
 

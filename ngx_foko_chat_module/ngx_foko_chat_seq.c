@@ -14,6 +14,10 @@
 #include "ngx_foko_chat_cache.h"
 
 
+#define ngx_foko_chat_seq_lookup(sh, channel)                                 \
+    ((ngx_foko_chat_seq_node_t *)                                             \
+     ngx_foko_chat_shm_id_lookup(&(sh)->seqs, channel))
+
 #define NGX_FOKO_CHAT_SEQ_WINDOW  1024       /* bits of "stored" */
 #define NGX_FOKO_CHAT_SEQ_STALL   30         /* seconds */
 
@@ -35,19 +39,15 @@ typedef struct {
 } ngx_foko_chat_seq_node_t;
 
 
-static ngx_foko_chat_seq_node_t *ngx_foko_chat_seq_lookup(
-    ngx_foko_chat_sh_t *sh, u_char *channel, uint32_t hash);
 static void ngx_foko_chat_seq_advance(ngx_foko_chat_seq_node_t *sn);
 static void ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n);
-static void ngx_foko_chat_seq_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
 
 void
 ngx_foko_chat_seq_init(ngx_foko_chat_sh_t *sh)
 {
     ngx_rbtree_init(&sh->seqs, &sh->seqs_sentinel,
-                    ngx_foko_chat_seq_insert_value);
+                    ngx_foko_chat_shm_id_insert_value);
 }
 
 
@@ -60,8 +60,7 @@ ngx_foko_chat_seq_next(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel,
-                                  ngx_crc32_short(channel, 24));
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
     if (sn) {
         *seq = ++sn->last;
         rc = NGX_OK;
@@ -84,8 +83,7 @@ ngx_foko_chat_seq_last(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel,
-                                  ngx_crc32_short(channel, 24));
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
     last = sn ? sn->last : -1;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -108,7 +106,7 @@ ngx_foko_chat_seq_load(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (ngx_foko_chat_seq_lookup(ctx->sh, channel, hash)) {
+    if (ngx_foko_chat_seq_lookup(ctx->sh, channel)) {
         goto done;
     }
 
@@ -156,7 +154,7 @@ ngx_foko_chat_seq_acked_locked(ngx_foko_chat_sh_t *sh, u_char *channel)
 {
     ngx_foko_chat_seq_node_t  *sn;
 
-    sn = ngx_foko_chat_seq_lookup(sh, channel, ngx_crc32_short(channel, 24));
+    sn = ngx_foko_chat_seq_lookup(sh, channel);
 
     return sn ? sn->acked : -1;
 }
@@ -170,7 +168,7 @@ ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
 
     int64_t  d;
 
-    sn = ngx_foko_chat_seq_lookup(sh, channel, ngx_crc32_short(channel, 24));
+    sn = ngx_foko_chat_seq_lookup(sh, channel);
 
     if (sn == NULL) {
         return;
@@ -210,7 +208,7 @@ ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh, u_char *channel)
     ngx_uint_t                 i, any;
     ngx_foko_chat_seq_node_t  *sn;
 
-    sn = ngx_foko_chat_seq_lookup(sh, channel, ngx_crc32_short(channel, 24));
+    sn = ngx_foko_chat_seq_lookup(sh, channel);
 
     if (sn == NULL) {
         return -1;
@@ -298,72 +296,4 @@ ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n)
     }
 
     sn->moved = ngx_time();
-}
-
-
-static ngx_foko_chat_seq_node_t *
-ngx_foko_chat_seq_lookup(ngx_foko_chat_sh_t *sh, u_char *channel,
-    uint32_t hash)
-{
-    ngx_int_t                  rc;
-    ngx_rbtree_node_t         *node, *sentinel;
-    ngx_foko_chat_seq_node_t  *sn;
-
-    node = sh->seqs.root;
-    sentinel = sh->seqs.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        sn = (ngx_foko_chat_seq_node_t *) &node->color;
-
-        rc = ngx_memcmp(channel, sn->id, 24);
-
-        if (rc == 0) {
-            return sn;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_foko_chat_seq_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t         **p;
-    ngx_foko_chat_seq_node_t   *sn, *snt;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            sn = (ngx_foko_chat_seq_node_t *) &node->color;
-            snt = (ngx_foko_chat_seq_node_t *) &temp->color;
-
-            p = (ngx_memcmp(sn->id, snt->id, 24) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
 }

@@ -169,3 +169,75 @@ ngx_foko_chat_shm_set_mongo_state(ngx_foko_chat_shm_ctx_t *ctx,
 
     return ngx_atomic_cmp_set(&ctx->sh->mongo_state, old, state);
 }
+
+
+/*
+ * Red-black trees of zone entries keyed by a channel id (24 hex digits):
+ * an entry is laid over the node from its "color" field on and starts
+ * with "u_char color; u_char id[24];".  The key is the id's crc32.
+ */
+
+u_char *
+ngx_foko_chat_shm_id_lookup(ngx_rbtree_t *tree, u_char *id)
+{
+    u_char             *entry;
+    uint32_t            hash;
+    ngx_int_t           rc;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    hash = ngx_crc32_short(id, 24);
+
+    node = tree->root;
+    sentinel = tree->sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        entry = &node->color;
+
+        rc = ngx_memcmp(id, entry + 1, 24);
+
+        if (rc == 0) {
+            return entry;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+void
+ngx_foko_chat_shm_id_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            p = (ngx_memcmp(&node->color + 1, &temp->color + 1, 24) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}

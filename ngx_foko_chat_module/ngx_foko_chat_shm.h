@@ -62,6 +62,9 @@ ngx_foko_chat_shm_ctx_t *ngx_foko_chat_shm_get(ngx_http_request_t *r);
 ngx_foko_chat_shm_ctx_t *ngx_foko_chat_shm_cycle(ngx_cycle_t *cycle);
 void ngx_foko_chat_shm_usage(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_shm_usage_t *usage);
+u_char *ngx_foko_chat_shm_id_lookup(ngx_rbtree_t *tree, u_char *id);
+void ngx_foko_chat_shm_id_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 ngx_uint_t ngx_foko_chat_shm_set_mongo_state(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_mongo_state_e state);
 
