@@ -70,6 +70,12 @@ typedef struct {
     ngx_uint_t                 write_queue;
     ngx_uint_t                 history_cache;
 
+    /* WebSocket connections: ngx_foko_chat_ws.c */
+    ngx_msec_t                 ws_auth_timeout;
+    ngx_msec_t                 ws_ping;
+    size_t                     ws_buffer;
+    ngx_msec_t                 presence_grace;
+
     /* owned by ngx_foko_chat_jwt.c and ngx_foko_chat_mail.c */
     ngx_foko_chat_jwt_conf_t  *jwt;
     ngx_foko_chat_mail_conf_t *mail;

@@ -20,6 +20,7 @@
 
 
 #include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_bus.h"
 #include "ngx_foko_chat_seq.h"
 
 
@@ -237,12 +238,15 @@ ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
 }
 
 
-void
+ngx_int_t
 ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
-    json_t *message)
+    json_t *message, ngx_uint_t kind)
 {
-    json_t                         *seq;
+    char                           *json;
+    json_t                         *seq, *event;
+    ngx_int_t                       rc;
     const char                     *channel;
+    ngx_foko_chat_event_t           ev;
     ngx_foko_chat_cache_channel_t  *cc;
 
     channel = json_string_value(json_object_get(message, "channel_id"));
@@ -251,8 +255,43 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
     if (channel == NULL || ngx_strlen(channel) != 24
         || !json_is_integer(seq))
     {
-        return;
+        return NGX_ERROR;
     }
+
+    json = NULL;
+    ngx_memzero(&ev, sizeof(ngx_foko_chat_event_t));
+
+    if (kind) {
+        /* serialized once here; every worker frames it once */
+
+        if (kind == NGX_FOKO_CHAT_CACHE_DELETED) {
+            event = json_pack("{s:s,s:s,s:O,s:O}", "type", "message_deleted",
+                              "channel_id", channel,
+                              "id", json_object_get(message, "id"),
+                              "seq", seq);
+        } else {
+            event = json_pack("{s:s,s:O}", "type",
+                              (kind == NGX_FOKO_CHAT_CACHE_NEW)
+                              ? "message" : "message_updated",
+                              "message", message);
+        }
+
+        json = event ? json_dumps(event, JSON_COMPACT) : NULL;
+        json_decref(event);
+
+        if (json == NULL) {
+            return NGX_ERROR;
+        }
+
+        ev.kind = (kind == NGX_FOKO_CHAT_CACHE_NEW)
+                  ? NGX_FOKO_CHAT_EV_MESSAGE : NGX_FOKO_CHAT_EV_CHANNEL;
+        ngx_memcpy(ev.channel, channel, 24);
+        ev.seq = json_integer_value(seq);
+        ev.json = (u_char *) json;
+        ev.json_len = ngx_strlen(json);
+    }
+
+    rc = NGX_OK;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -267,7 +306,27 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
         }
     }
 
+    if (json) {
+        /*
+         * In the same critical section as the ack: a worker that sees the
+         * channel stored through N has the events of every seq up to N.
+         */
+        ev.through = ngx_foko_chat_seq_through_locked(ctx->sh,
+                                                      (u_char *) channel);
+        rc = ngx_foko_chat_bus_publish_locked(ctx, &ev);
+    }
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (json) {
+        free(json);
+
+        if (rc == NGX_OK) {
+            ngx_foko_chat_bus_wake(ctx);
+        }
+    }
+
+    return rc;
 }
 
 

@@ -41,9 +41,18 @@ ngx_int_t ngx_foko_chat_cache_member(ngx_foko_chat_shm_ctx_t *ctx,
 void ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel);
 
-/* an acknowledged, edited or deleted message; dropped if not cached */
-void ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
-    json_t *message);
+#define NGX_FOKO_CHAT_CACHE_QUIET     0
+#define NGX_FOKO_CHAT_CACHE_NEW       1
+#define NGX_FOKO_CHAT_CACHE_UPDATED   2
+#define NGX_FOKO_CHAT_CACHE_DELETED   3
+
+/*
+ * An acknowledged, edited or deleted message: its seq is marked stored, it
+ * goes into the ring if the channel is cached, and unless "kind" is QUIET
+ * its event is published to every worker at the same moment.
+ */
+ngx_int_t ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
+    json_t *message, ngx_uint_t kind);
 
 /*
  * A page of history from the ring, as GET .../messages defines it (after

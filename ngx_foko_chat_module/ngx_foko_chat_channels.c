@@ -17,6 +17,8 @@
 #include "ngx_foko_chat_jwt.h"
 #include "ngx_foko_chat_mail.h"
 #include "ngx_foko_chat_task.h"
+#include "ngx_foko_chat_bus.h"
+#include "ngx_foko_chat_presence.h"
 
 
 typedef struct ngx_foko_chat_channel_op_s  ngx_foko_chat_channel_op_t;
@@ -29,6 +31,7 @@ struct ngx_foko_chat_channel_op_s {
 
     /* input */
     u_char                         user[25];
+    u_char                         username[NGX_FOKO_CHAT_NAME_MAX + 1];
     u_char                         channel[25];
     ngx_foko_chat_channel_doc_t    ch;
     ngx_uint_t                     max_members;
@@ -43,6 +46,9 @@ struct ngx_foko_chat_channel_op_s {
     json_t                        *result;
     unsigned                       invited:1;
     unsigned                       changed:1;   /* members or name */
+
+    /* what the members' connections hear: "created", "joined"... */
+    const char                    *event;
 };
 
 
@@ -73,6 +79,9 @@ static ngx_int_t ngx_foko_chat_channels_find_mine(
 static json_t *ngx_foko_chat_channels_describe(
     ngx_foko_chat_channel_op_t *op, ngx_foko_chat_channel_doc_t *ch,
     json_t *reads);
+static void ngx_foko_chat_channels_publish(ngx_foko_chat_channel_op_t *op,
+    json_t *result);
+static void ngx_foko_chat_channels_online(json_t *result);
 static void ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op,
     ngx_uint_t status, const char *code, const char *message);
 
@@ -341,6 +350,7 @@ ngx_foko_chat_channels_task(ngx_http_request_t *r,
     op = task->data;
 
     ngx_memcpy(op->user, ctx->claims.sub, sizeof(op->user));
+    ngx_memcpy(op->username, ctx->claims.name, ctx->claims.name_len + 1);
     op->max_members = fmcf->max_members;
 
     if (ctx->nargs) {
@@ -434,10 +444,16 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
             ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle), op->channel);
     }
 
+    if (op->event && !task->failed && op->rc == NGX_OK && op->code == NULL) {
+        ngx_foko_chat_channels_publish(op, result);
+    }
+
     if (r == NULL) {
         json_decref(result);
         return NGX_OK;
     }
+
+    ngx_foko_chat_channels_online(result);
 
     if (task->failed || op->rc == NGX_ERROR) {
         json_decref(result);
@@ -622,6 +638,9 @@ ngx_foko_chat_channels_create_run(ngx_foko_chat_channel_op_t *op)
         /* a direct conversation of these two exists: that one */
         op->status = NGX_HTTP_OK;
         rc = ngx_foko_chat_store_channel_find_direct(&op->ch, op->err);
+
+    } else {
+        op->event = "created";
     }
 
     if (rc != NGX_OK) {
@@ -687,6 +706,7 @@ ngx_foko_chat_channels_rename_run(ngx_foko_chat_channel_op_t *op)
     }
 
     op->changed = 1;
+    op->event = "renamed";
 
     op->result = ngx_foko_chat_channels_describe(op, &op->ch, NULL);
 
@@ -745,6 +765,7 @@ ngx_foko_chat_channels_invite_run(ngx_foko_chat_channel_op_t *op)
 
     op->invited = op->invitee.invited;
     op->changed = 1;
+    op->event = "joined";
 
     ngx_foko_chat_store_channel_doc_free(&op->ch);
 
@@ -780,6 +801,7 @@ ngx_foko_chat_channels_leave_run(ngx_foko_chat_channel_op_t *op)
     }
 
     op->changed = 1;
+    op->event = "left";
     op->status = NGX_HTTP_NO_CONTENT;
 }
 
@@ -871,6 +893,161 @@ ngx_foko_chat_channels_describe(ngx_foko_chat_channel_op_t *op,
     json_decref(page);
 
     return j;
+}
+
+
+/*
+ * A change of a channel goes to its members' connections on every worker:
+ * those who join (the members of a new channel, an invitee) start
+ * receiving the channel with this event, one who leaves stops after it.
+ */
+
+static void
+ngx_foko_chat_channels_publish(ngx_foko_chat_channel_op_t *op,
+    json_t *result)
+{
+    char                     *json;
+    u_char                   *user, *name, *ids;
+    json_t                   *event, *channel, *members;
+    ngx_uint_t                i, n;
+    const char               *id;
+    ngx_foko_chat_event_t     ev;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+    if (shm == NULL) {
+        return;
+    }
+
+    ngx_memzero(&ev, sizeof(ngx_foko_chat_event_t));
+
+    user = op->user;
+    name = op->username;
+
+    if (op->event[0] == 'j') {
+        user = op->invitee.id;
+        name = op->invitee.username;
+    }
+
+    if (result) {
+        channel = json_pack("{s:O,s:O,s:O,s:O}",
+                            "id", json_object_get(result, "id"),
+                            "name", json_object_get(result, "name"),
+                            "direct", json_object_get(result, "direct"),
+                            "members", json_object_get(result, "members"));
+    } else {
+        channel = json_pack("{s:s}", "id", (char *) op->channel);
+    }
+
+    event = json_pack("{s:s,s:s,s:o,s:{s:s,s:s}}", "type", "channel",
+                      "event", op->event, "channel", channel,
+                      "user", "id", (char *) user, "username", (char *) name);
+    json = event ? json_dumps(event, JSON_COMPACT) : NULL;
+    json_decref(event);
+
+    if (json == NULL) {
+        return;
+    }
+
+    ids = NULL;
+    ngx_memcpy(ev.channel, result ? (u_char *) json_string_value(
+                                        json_object_get(result, "id"))
+                                  : op->channel, 24);
+    ngx_memcpy(ev.user, user, 24);
+
+    switch (op->event[0]) {
+
+    case 'c':
+        /* created: every member joins */
+        members = json_object_get(result, "members");
+        n = json_array_size(members);
+
+        ids = ngx_alloc(n * 24 + 1, ngx_cycle->log);
+        if (ids == NULL) {
+            free(json);
+            return;
+        }
+
+        for (i = 0; i < n; i++) {
+            id = json_string_value(json_object_get(
+                                       json_array_get(members, i), "id"));
+            if (id == NULL || ngx_strlen(id) != 24) {
+                break;
+            }
+
+            ngx_memcpy(ids + ev.nids * 24, id, 24);
+            ev.nids++;
+        }
+
+        ev.kind = NGX_FOKO_CHAT_EV_JOIN;
+        ev.ids = (u_char (*)[24]) ids;
+        break;
+
+    case 'j':
+        ev.kind = NGX_FOKO_CHAT_EV_JOIN;
+        ev.ids = (u_char (*)[24]) ev.user;
+        ev.nids = 1;
+        break;
+
+    case 'l':
+        ev.kind = NGX_FOKO_CHAT_EV_LEAVE;
+        break;
+
+    default:
+        ev.kind = NGX_FOKO_CHAT_EV_CHANNEL;
+    }
+
+    ev.json = (u_char *) json;
+    ev.json_len = ngx_strlen(json);
+
+    (void) ngx_foko_chat_bus_publish(shm, &ev);
+
+    if (ids) {
+        ngx_free(ids);
+    }
+
+    free(json);
+}
+
+
+/* members' "online", from the shared zone: in a channel or in a list */
+
+static void
+ngx_foko_chat_channels_online(json_t *result)
+{
+    json_t                   *channel, *members, *member;
+    ngx_uint_t                i, j, n;
+    const char               *id;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    if (shm == NULL || result == NULL) {
+        return;
+    }
+
+    n = json_is_array(result) ? json_array_size(result) : 1;
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        channel = json_is_array(result) ? json_array_get(result, i) : result;
+        members = json_object_get(channel, "members");
+
+        for (j = 0; j < json_array_size(members); j++) {
+            member = json_array_get(members, j);
+            id = json_string_value(json_object_get(member, "id"));
+
+            if (id && ngx_strlen(id) == 24
+                && ngx_foko_chat_presence_online_locked(shm->sh,
+                                                        (u_char *) id))
+            {
+                (void) json_object_set_new(member, "online", json_true());
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&shm->shpool->mutex);
 }
 
 

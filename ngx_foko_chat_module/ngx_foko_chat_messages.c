@@ -16,6 +16,7 @@
 
 #include "ngx_foko_chat_messages.h"
 #include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_bus.h"
 #include "ngx_foko_chat_channels.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_seq.h"
@@ -32,6 +33,14 @@
 typedef struct ngx_foko_chat_msg_op_s  ngx_foko_chat_msg_op_t;
 
 typedef void (*ngx_foko_chat_msg_run_pt)(ngx_foko_chat_msg_op_t *op);
+
+
+/* who waits for a post made outside a request; handler NULL: nobody */
+
+typedef struct {
+    ngx_foko_chat_post_done_pt     handler;
+    void                          *data;
+} ngx_foko_chat_target_t;
 
 
 struct ngx_foko_chat_msg_op_s {
@@ -65,16 +74,20 @@ struct ngx_foko_chat_msg_op_s {
     json_t                        *latest;
     ngx_uint_t                     ring_size;
     ngx_atomic_uint_t              cache_gen;
+
+    /* a post made outside a request */
+    ngx_foko_chat_target_t        *target;
 };
 
 
-/* a post waiting for its batch */
+/* a post waiting for its batch: a request's, or a target's */
 
 typedef struct {
     ngx_queue_t                    queue;
     json_t                        *message;
     ngx_http_request_t            *request;
     ngx_http_cleanup_t            *cleanup;
+    ngx_foko_chat_target_t        *target;
 } ngx_foko_chat_pending_t;
 
 
@@ -116,8 +129,17 @@ static ngx_int_t ngx_foko_chat_messages_int_arg(ngx_http_request_t *r,
     const char *name, int64_t min, int64_t max, int64_t *value);
 static ngx_int_t ngx_foko_chat_messages_refuse(ngx_http_request_t *r,
     const char *problem);
-static const char *ngx_foko_chat_messages_text(ngx_http_request_t *r,
-    json_t *body, ngx_foko_chat_msg_op_t *op);
+static const char *ngx_foko_chat_messages_text(
+    ngx_foko_chat_main_conf_t *fmcf, json_t *body,
+    ngx_foko_chat_msg_op_t *op);
+static json_t *ngx_foko_chat_messages_problem(const char *problem,
+    ngx_uint_t *status);
+static ngx_int_t ngx_foko_chat_messages_submitted(
+    ngx_foko_chat_task_t *task);
+static ngx_int_t ngx_foko_chat_messages_take(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_msg_op_t *op, json_t **message);
+static void ngx_foko_chat_target_answer(ngx_foko_chat_target_t *t,
+    ngx_uint_t status, json_t *answer);
 static ngx_uint_t ngx_foko_chat_messages_find_mine(
     ngx_foko_chat_msg_op_t *op);
 
@@ -139,7 +161,7 @@ static void ngx_foko_chat_messages_load(ngx_foko_chat_msg_op_t *op);
 static void ngx_foko_chat_messages_cache(ngx_http_request_t *r,
     ngx_foko_chat_msg_op_t *op);
 static ngx_int_t ngx_foko_chat_writer_add(ngx_http_request_t *r,
-    json_t *message);
+    ngx_foko_chat_target_t *t, json_t *message);
 static void ngx_foko_chat_writer_cleanup(void *data);
 static void ngx_foko_chat_writer_kick(void);
 static void ngx_foko_chat_writer_retry(ngx_event_t *ev);
@@ -286,7 +308,7 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
 
     op = task->data;
 
-    problem = ngx_foko_chat_messages_text(r, ctx->body, op);
+    problem = ngx_foko_chat_messages_text(fmcf, ctx->body, op);
     if (problem) {
         ngx_foko_chat_messages_release(op);
         ngx_foko_chat_task_free(task);
@@ -371,7 +393,9 @@ ngx_foko_chat_messages_edit(ngx_http_request_t *r,
 
     op = task->data;
 
-    problem = ngx_foko_chat_messages_text(r, ctx->body, op);
+    problem = ngx_foko_chat_messages_text(
+                  ngx_http_get_module_main_conf(r, ngx_foko_chat_module),
+                  ctx->body, op);
     if (problem) {
         ngx_foko_chat_messages_release(op);
         ngx_foko_chat_task_free(task);
@@ -621,16 +645,13 @@ ngx_foko_chat_messages_refuse(ngx_http_request_t *r, const char *problem)
 /* NULL, what is wrong with the text, or NGX_FOKO_CHAT_TEXT_TOO_LONG */
 
 static const char *
-ngx_foko_chat_messages_text(ngx_http_request_t *r, json_t *body,
+ngx_foko_chat_messages_text(ngx_foko_chat_main_conf_t *fmcf, json_t *body,
     ngx_foko_chat_msg_op_t *op)
 {
-    u_char                     *p, *end;
-    ngx_str_t                   text;
-    const char                 *problem;
-    ngx_uint_t                  blank;
-    ngx_foko_chat_main_conf_t  *fmcf;
-
-    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+    u_char      *p, *end;
+    ngx_str_t    text;
+    const char  *problem;
+    ngx_uint_t   blank;
 
     problem = ngx_foko_chat_json_string(body, "text", 1,
                                         NGX_FOKO_CHAT_API_MAX_BODY, 1,
@@ -825,36 +846,22 @@ static ngx_int_t
 ngx_foko_chat_messages_accept(ngx_http_request_t *r,
     ngx_foko_chat_msg_op_t *op)
 {
-    json_t                   *message;
-    int64_t                   seq;
-    ngx_foko_chat_shm_ctx_t  *shm;
+    json_t     *message;
+    ngx_int_t   rc;
 
-    shm = ngx_foko_chat_shm_get(r);
+    rc = ngx_foko_chat_messages_take(ngx_foko_chat_shm_get(r), op, &message);
 
-    if (op->client_id[0]) {
-        message = ngx_foko_chat_cache_find_client_id(shm, op->ch.id,
-                                                     op->user,
-                                                     op->client_id);
-        if (message) {
-            return ngx_foko_chat_json_send(r, NGX_HTTP_OK,
-                                           json_pack("{s:o}", "message",
-                                                     message));
-        }
+    if (rc == NGX_OK) {
+        return ngx_foko_chat_json_send(r, NGX_HTTP_OK,
+                                       json_pack("{s:o}", "message",
+                                                 message));
     }
 
-    if (ngx_foko_chat_seq_next(shm, op->ch.id, &seq) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "foko chat: no seq counter for channel %s",
-                      op->ch.id);
+    if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    message = ngx_foko_chat_messages_new(op, seq);
-    if (message == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_foko_chat_writer_add(r, message) != NGX_OK) {
+    if (ngx_foko_chat_writer_add(r, NULL, message) != NGX_OK) {
         json_decref(message);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -862,6 +869,377 @@ ngx_foko_chat_messages_accept(ngx_http_request_t *r,
     /* the write queue holds the request now */
 
     return NGX_DONE;
+}
+
+
+/*
+ * The member's post with the channel's next seq (NGX_DONE: to be written),
+ * or the message its client_id made already, from the ring (NGX_OK).
+ */
+
+static ngx_int_t
+ngx_foko_chat_messages_take(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_msg_op_t *op, json_t **message)
+{
+    int64_t  seq;
+
+    if (op->client_id[0]) {
+        *message = ngx_foko_chat_cache_find_client_id(shm, op->ch.id,
+                                                      op->user,
+                                                      op->client_id);
+        if (*message) {
+            return NGX_OK;
+        }
+    }
+
+    if (ngx_foko_chat_seq_next(shm, op->ch.id, &seq) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "foko chat: no seq counter for channel %s",
+                      op->ch.id);
+        return NGX_ERROR;
+    }
+
+    *message = ngx_foko_chat_messages_new(op, seq);
+    if (*message == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_foko_chat_messages_submit(ngx_foko_chat_post_t *post, void **handle,
+    ngx_uint_t *status, json_t **answer)
+{
+    json_t                     *v, *message;
+    ngx_int_t                   rc;
+    ngx_str_t                   id;
+    ngx_uint_t                  member;
+    const char                 *problem;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_msg_op_t     *op;
+    ngx_foko_chat_target_t     *t;
+    ngx_foko_chat_shm_ctx_t    *shm;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+    shm = fmcf->shm_zone->data;
+
+    *answer = NULL;
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_msg_op_t),
+                                     post->log);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    op = task->data;
+    op->ring_size = fmcf->history_cache;
+    op->cache_gen = ngx_foko_chat_cache_gen(shm);
+
+    ngx_memcpy(op->user, post->user, 24);
+    ngx_cpystrn(op->username, post->username, sizeof(op->username));
+    ngx_memcpy(op->ch.id, post->channel, 24);
+
+    problem = ngx_foko_chat_messages_text(fmcf, post->body, op);
+
+    if (problem == NULL) {
+        v = json_object_get(post->body, "client_id");
+
+        if (v && !json_is_null(v)) {
+            problem = ngx_foko_chat_json_string(post->body, "client_id", 1,
+                                                NGX_FOKO_CHAT_CLIENT_ID_MAX,
+                                                0, &id);
+            if (problem) {
+                *status = NGX_HTTP_BAD_REQUEST;
+                *answer = json_pack("{s:s,s:s++,s:s}",
+                                    "code", "invalid_request",
+                                    "message", "client_id ", problem,
+                                    "field", "client_id");
+                goto answered;
+            }
+
+            ngx_memcpy(op->client_id, id.data, id.len);
+        }
+
+    } else {
+        *answer = ngx_foko_chat_messages_problem(problem, status);
+        goto answered;
+    }
+
+    if (ngx_foko_chat_writer.nwaiting + ngx_foko_chat_writer.nwriting
+        + ngx_foko_chat_writer.npreparing
+        >= fmcf->write_queue)
+    {
+        *status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        *answer = json_pack("{s:s,s:s}", "code", "storage_unavailable",
+                            "message", "too many messages are waiting for "
+                            "the database");
+        goto answered;
+    }
+
+    t = ngx_alloc(sizeof(ngx_foko_chat_target_t), post->log);
+    if (t == NULL) {
+        goto failed;
+    }
+
+    t->handler = post->handler;
+    t->data = post->data;
+
+    op->load_seq = ngx_foko_chat_seq_last(shm, op->ch.id) < 0;
+
+    if (!op->load_seq
+        && ngx_foko_chat_cache_member(shm, op->ch.id, op->user, &member)
+           == NGX_OK)
+    {
+        /* a cached channel: no MongoDB round trip before the write */
+
+        if (!member) {
+            ngx_free(t);
+            *status = NGX_HTTP_NOT_FOUND;
+            *answer = json_pack("{s:s,s:s}", "code", "not_found",
+                                "message", "no such channel");
+            goto answered;
+        }
+
+        rc = ngx_foko_chat_messages_take(shm, op, &message);
+
+        if (rc == NGX_OK) {
+            ngx_free(t);
+            *status = NGX_HTTP_OK;
+            *answer = json_pack("{s:o}", "message", message);
+            goto answered;
+        }
+
+        if (rc == NGX_ERROR || ngx_foko_chat_writer_add(NULL, t, message)
+                               != NGX_OK)
+        {
+            if (rc != NGX_ERROR) {
+                json_decref(message);
+            }
+
+            ngx_free(t);
+            goto failed;
+        }
+
+        ngx_foko_chat_messages_release(op);
+        ngx_foko_chat_task_free(task);
+
+        *handle = t;
+        return NGX_DONE;
+    }
+
+    op->run = ngx_foko_chat_messages_prepare_run;
+    task->run = ngx_foko_chat_messages_thread;
+    task->done = ngx_foko_chat_messages_submitted;
+    task->saved_done = NULL;
+    op->target = t;
+
+    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
+        ngx_free(t);
+        *status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        *answer = json_pack("{s:s,s:s}", "code", "overloaded",
+                            "message", "the server is too busy");
+        goto answered;
+    }
+
+    /* counted against the write queue from now on */
+    ngx_foko_chat_writer.npreparing++;
+
+    *handle = t;
+    return NGX_DONE;
+
+answered:
+
+    ngx_foko_chat_messages_release(op);
+    ngx_foko_chat_task_free(task);
+
+    return (*answer == NULL) ? NGX_ERROR : NGX_OK;
+
+failed:
+
+    ngx_foko_chat_messages_release(op);
+    ngx_foko_chat_task_free(task);
+
+    return NGX_ERROR;
+}
+
+
+void
+ngx_foko_chat_messages_cancel(void *handle)
+{
+    ngx_foko_chat_target_t  *t = handle;
+
+    t->handler = NULL;
+}
+
+
+/* the channel is known now: the post goes on as for a cached channel */
+
+static ngx_int_t
+ngx_foko_chat_messages_submitted(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    json_t                   *message;
+    ngx_int_t                 rc;
+    ngx_foko_chat_target_t   *t;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    ngx_foko_chat_writer.npreparing--;
+
+    t = op->target;
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    if (task->failed || op->rc == NGX_ERROR) {
+        if (op->err[0]) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "foko chat: %s",
+                          op->err);
+        }
+
+        ngx_foko_chat_target_answer(t, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    json_pack("{s:s,s:s}", "code",
+                                              task->failed
+                                              ? "overloaded"
+                                              : "storage_unavailable",
+                                              "message",
+                                              task->failed
+                                              ? "the server is too busy"
+                                              : "the database is "
+                                                "unreachable"));
+        goto done;
+    }
+
+    if (op->found == NGX_DECLINED) {
+        ngx_foko_chat_target_answer(t, NGX_HTTP_NOT_FOUND,
+                                    json_pack("{s:s,s:s}", "code",
+                                              "not_found", "message",
+                                              "no such channel"));
+        goto done;
+    }
+
+    if (op->names) {
+        (void) ngx_foko_chat_cache_put_channel(shm, &op->ch, op->names,
+                                               op->latest, op->ring_size,
+                                               op->cache_gen);
+    }
+
+    if (op->result) {
+        ngx_foko_chat_target_answer(t, NGX_HTTP_OK,
+                                    json_pack("{s:O}", "message",
+                                              op->result));
+        goto done;
+    }
+
+    if (op->load_seq
+        && ngx_foko_chat_seq_load(shm, op->ch.id, op->stored_seq) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    rc = ngx_foko_chat_messages_take(shm, op, &message);
+
+    if (rc == NGX_OK) {
+        ngx_foko_chat_target_answer(t, NGX_HTTP_OK,
+                                    json_pack("{s:o}", "message", message));
+        goto done;
+    }
+
+    if (rc == NGX_ERROR) {
+        goto failed;
+    }
+
+    if (ngx_foko_chat_writer_add(NULL, t, message) != NGX_OK) {
+        json_decref(message);
+        goto failed;
+    }
+
+    ngx_foko_chat_messages_release(op);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_foko_chat_target_answer(t, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                json_pack("{s:s,s:s}", "code", "internal",
+                                          "message", "the message was not "
+                                          "taken"));
+done:
+
+    ngx_foko_chat_messages_release(op);
+
+    return NGX_OK;
+}
+
+
+/* calls the target's handler, if anybody waits, and frees the target */
+
+static void
+ngx_foko_chat_target_answer(ngx_foko_chat_target_t *t, ngx_uint_t status,
+    json_t *answer)
+{
+    if (t->handler) {
+        t->handler(t->data, status, answer);
+
+    } else {
+        json_decref(answer);
+    }
+
+    ngx_free(t);
+}
+
+
+static json_t *
+ngx_foko_chat_messages_problem(const char *problem, ngx_uint_t *status)
+{
+    if (problem == NGX_FOKO_CHAT_TEXT_TOO_LONG) {
+        *status = NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        return json_pack("{s:s,s:s}", "code", "too_large",
+                         "message", "the message is too long");
+    }
+
+    *status = NGX_HTTP_BAD_REQUEST;
+
+    return json_pack("{s:s,s:s++,s:s}", "code", "invalid_request",
+                     "message", "text ", problem, "field", "text");
+}
+
+
+void
+ngx_foko_chat_messages_publish_read(u_char *channel, u_char *user,
+    int64_t seq)
+{
+    char                     *json;
+    json_t                   *event;
+    ngx_foko_chat_event_t     ev;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    event = json_pack("{s:s,s:s#,s:s#,s:I}", "type", "read",
+                      "channel_id", channel, (int) 24,
+                      "user_id", user, (size_t) 24,
+                      "seq", (json_int_t) seq);
+    json = event ? json_dumps(event, JSON_COMPACT) : NULL;
+    json_decref(event);
+
+    if (json == NULL || shm == NULL) {
+        free(json);
+        return;
+    }
+
+    ngx_memzero(&ev, sizeof(ngx_foko_chat_event_t));
+    ev.kind = NGX_FOKO_CHAT_EV_CHANNEL;
+    ngx_memcpy(ev.channel, channel, 24);
+    ngx_memcpy(ev.user, user, 24);
+    ev.json = (u_char *) json;
+    ev.json_len = ngx_strlen(json);
+
+    (void) ngx_foko_chat_bus_publish(shm, &ev);
+
+    free(json);
 }
 
 
@@ -944,8 +1322,10 @@ ngx_foko_chat_messages_update_done(ngx_foko_chat_task_t *task)
                                              "no such message of yours");
     }
 
-    ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_get(task->request),
-                                    op->result);
+    (void) ngx_foko_chat_cache_put_message(
+               ngx_foko_chat_shm_get(task->request), op->result,
+               op->remove ? NGX_FOKO_CHAT_CACHE_DELETED
+                          : NGX_FOKO_CHAT_CACHE_UPDATED);
 
     body = json_pack("{s:O}", "message", op->result);
     ngx_foko_chat_messages_release(op);
@@ -980,6 +1360,8 @@ ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task)
     if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
+
+    ngx_foko_chat_messages_publish_read(op->ch.id, op->user, op->seq);
 
     body = json_pack("{s:s,s:I}", "channel_id", (char *) op->ch.id,
                      "seq", (json_int_t) op->seq);
@@ -1037,31 +1419,36 @@ ngx_foko_chat_messages_new(ngx_foko_chat_msg_op_t *op, int64_t seq)
 /* the write queue */
 
 static ngx_int_t
-ngx_foko_chat_writer_add(ngx_http_request_t *r, json_t *message)
+ngx_foko_chat_writer_add(ngx_http_request_t *r, ngx_foko_chat_target_t *t,
+    json_t *message)
 {
     ngx_http_cleanup_t       *cln;
     ngx_foko_chat_pending_t  *p;
 
-    p = ngx_calloc(sizeof(ngx_foko_chat_pending_t), r->connection->log);
+    p = ngx_calloc(sizeof(ngx_foko_chat_pending_t), ngx_cycle->log);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    cln = ngx_http_cleanup_add(r, 0);
-    if (cln == NULL) {
-        ngx_free(p);
-        return NGX_ERROR;
+    if (r) {
+        cln = ngx_http_cleanup_add(r, 0);
+        if (cln == NULL) {
+            ngx_free(p);
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_foko_chat_writer_cleanup;
+        cln->data = p;
+
+        p->request = r;
+        p->cleanup = cln;
+
+        /* held until the batch is written; the task's hold ends now */
+        r->main->count++;
     }
 
-    cln->handler = ngx_foko_chat_writer_cleanup;
-    cln->data = p;
-
     p->message = message;
-    p->request = r;
-    p->cleanup = cln;
-
-    /* held until the batch is written; the task's hold ends now */
-    r->main->count++;
+    p->target = t;
 
     ngx_queue_insert_tail(&ngx_foko_chat_writer.waiting, &p->queue);
     ngx_foko_chat_writer.nwaiting++;
@@ -1349,11 +1736,26 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
                           "one of the same seq");
 
         } else if (shm) {
-            ngx_foko_chat_cache_put_message(shm, batch->messages[i]);
-
             if (batch->tombs[i]) {
-                ngx_foko_chat_cache_put_message(shm, batch->tombs[i]);
+                /* the seq is the tombstone's; the message is older */
+                (void) ngx_foko_chat_cache_put_message(shm, batch->tombs[i],
+                                                   NGX_FOKO_CHAT_CACHE_NEW);
+                (void) ngx_foko_chat_cache_put_message(shm,
+                                                   batch->messages[i],
+                                                   NGX_FOKO_CHAT_CACHE_QUIET);
+            } else {
+                (void) ngx_foko_chat_cache_put_message(shm,
+                                                   batch->messages[i],
+                                                   NGX_FOKO_CHAT_CACHE_NEW);
             }
+        }
+
+        if (p->target) {
+            ngx_foko_chat_target_answer(p->target, batch->status[i],
+                (batch->status[i] == NGX_HTTP_INTERNAL_SERVER_ERROR)
+                ? json_pack("{s:s,s:s}", "code", "internal", "message",
+                            "the message collides with a stored one")
+                : json_pack("{s:O}", "message", batch->messages[i]));
         }
 
         if (r) {

@@ -16,6 +16,9 @@
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_store.h"
 #include "ngx_foko_chat_status.h"
+#include "ngx_foko_chat_bus.h"
+#include "ngx_foko_chat_ws.h"
+#include "ngx_foko_chat_presence.h"
 
 
 static void *ngx_foko_chat_create_main_conf(ngx_conf_t *cf);
@@ -30,6 +33,12 @@ static char *ngx_foko_chat_message_size_check(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void *ngx_foko_chat_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_foko_chat_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_foko_chat_buffer_check(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_int_t ngx_foko_chat_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_foko_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_foko_chat_exit_process(ngx_cycle_t *cycle);
 
@@ -52,6 +61,10 @@ static ngx_conf_num_bounds_t  ngx_foko_chat_history_cache_bounds = {
 
 static ngx_conf_post_t  ngx_foko_chat_message_size_post = {
     ngx_foko_chat_message_size_check
+};
+
+static ngx_conf_post_t  ngx_foko_chat_buffer_post = {
+    ngx_foko_chat_buffer_check
 };
 
 
@@ -162,6 +175,48 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       offsetof(ngx_foko_chat_main_conf_t, history_cache),
       &ngx_foko_chat_history_cache_bounds },
 
+    { ngx_string("foko_chat_allowed_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_1MORE,
+      ngx_foko_chat_ws_origins,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_websocket_auth_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, ws_auth_timeout),
+      NULL },
+
+    { ngx_string("foko_chat_websocket_ping"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, ws_ping),
+      NULL },
+
+    { ngx_string("foko_chat_websocket_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, ws_buffer),
+      &ngx_foko_chat_buffer_post },
+
+    { ngx_string("foko_chat_presence_grace"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, presence_grace),
+      NULL },
+
+    { ngx_string("foko_chat_websocket"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_foko_chat_location,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_foko_chat_ws_handler },
+
     { ngx_string("foko_chat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_foko_chat_location,
@@ -187,8 +242,8 @@ static ngx_http_module_t  ngx_foko_chat_module_ctx = {
     ngx_foko_chat_create_main_conf,        /* create main configuration */
     ngx_foko_chat_init_main_conf,          /* init main configuration */
 
-    NULL,                                  /* create server configuration */
-    NULL,                                  /* merge server configuration */
+    ngx_foko_chat_create_srv_conf,         /* create server configuration */
+    ngx_foko_chat_merge_srv_conf,          /* merge server configuration */
 
     NULL,                                  /* create location configuration */
     NULL                                   /* merge location configuration */
@@ -201,7 +256,7 @@ ngx_module_t  ngx_foko_chat_module = {
     ngx_foko_chat_commands,                /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_foko_chat_init_module,             /* init module */
     ngx_foko_chat_init_process,            /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -242,8 +297,40 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
     fmcf->max_message_size = NGX_CONF_UNSET_SIZE;
     fmcf->write_queue = NGX_CONF_UNSET_UINT;
     fmcf->history_cache = NGX_CONF_UNSET_UINT;
+    fmcf->ws_auth_timeout = NGX_CONF_UNSET_MSEC;
+    fmcf->ws_ping = NGX_CONF_UNSET_MSEC;
+    fmcf->ws_buffer = NGX_CONF_UNSET_SIZE;
+    fmcf->presence_grace = NGX_CONF_UNSET_MSEC;
 
     return fmcf;
+}
+
+
+static void *
+ngx_foko_chat_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_foko_chat_srv_conf_t  *fscf;
+
+    fscf = ngx_pcalloc(cf->pool, sizeof(ngx_foko_chat_srv_conf_t));
+    if (fscf == NULL) {
+        return NULL;
+    }
+
+    fscf->origins = NGX_CONF_UNSET_PTR;
+
+    return fscf;
+}
+
+
+static char *
+ngx_foko_chat_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_foko_chat_srv_conf_t  *prev = parent;
+    ngx_foko_chat_srv_conf_t  *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
+
+    return NGX_CONF_OK;
 }
 
 
@@ -252,6 +339,8 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_foko_chat_main_conf_t  *fmcf = conf;
 
+    ngx_foko_chat_shm_ctx_t  *ctx;
+
     ngx_conf_init_size_value(fmcf->shm_size, NGX_FOKO_CHAT_SHM_DEFAULT);
     ngx_conf_init_uint_value(fmcf->max_members, NGX_FOKO_CHAT_MAX_MEMBERS);
     ngx_conf_init_size_value(fmcf->max_message_size,
@@ -259,6 +348,12 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(fmcf->write_queue, NGX_FOKO_CHAT_WRITE_QUEUE);
     ngx_conf_init_uint_value(fmcf->history_cache,
                              NGX_FOKO_CHAT_HISTORY_CACHE);
+    ngx_conf_init_msec_value(fmcf->ws_auth_timeout,
+                             NGX_FOKO_CHAT_WS_AUTH_TIMEOUT);
+    ngx_conf_init_msec_value(fmcf->ws_ping, NGX_FOKO_CHAT_WS_PING_INTERVAL);
+    ngx_conf_init_size_value(fmcf->ws_buffer, NGX_FOKO_CHAT_WS_BUFFER);
+    ngx_conf_init_msec_value(fmcf->presence_grace,
+                             NGX_FOKO_CHAT_PRESENCE_GRACE);
 
     if (fmcf->storage_pool.name.data == NULL) {
         ngx_str_set(&fmcf->storage_pool.name, "default");
@@ -300,8 +395,28 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (fmcf->ws_auth_timeout == 0 || fmcf->ws_ping == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"foko_chat_websocket_auth_timeout\" and "
+                           "\"foko_chat_websocket_ping\" must be above 0");
+        return NGX_CONF_ERROR;
+    }
+
     fmcf->shm_zone = ngx_foko_chat_shm_add(cf, fmcf->shm_size);
     if (fmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx = fmcf->shm_zone->data;
+    ctx->log_size = ngx_foko_chat_bus_log_size(fmcf->shm_size,
+                                               fmcf->max_message_size);
+
+    if (ctx->log_size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"foko_chat_shm_size\" %uz is too small for "
+                           "messages of \"foko_chat_max_message_size\" "
+                           "%uz: the event log would take over half of it",
+                           fmcf->shm_size, fmcf->max_message_size);
         return NGX_CONF_ERROR;
     }
 
@@ -408,7 +523,22 @@ ngx_foko_chat_message_size_check(ngx_conf_t *cf, void *post, void *data)
 }
 
 
-/* "foko_chat_api" and "foko_chat_status": cmd->post is the handler */
+/* a connection's output queue must hold the largest event, with room */
+
+static char *
+ngx_foko_chat_buffer_check(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp < 64 * 1024 || *sp > 64 * 1024 * 1024) {
+        return "must be between 64k and 64m";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the locations: cmd->post is the handler */
 
 static char *
 ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -446,6 +576,14 @@ ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static ngx_int_t
+ngx_foko_chat_init_module(ngx_cycle_t *cycle)
+{
+    /* in the master, before the workers are forked */
+    return ngx_foko_chat_bus_init_module(cycle);
+}
+
+
+static ngx_int_t
 ngx_foko_chat_init_process(ngx_cycle_t *cycle)
 {
     /*
@@ -454,7 +592,8 @@ ngx_foko_chat_init_process(ngx_cycle_t *cycle)
      */
 
     if (ngx_foko_chat_mail_init_process(cycle) != NGX_OK
-        || ngx_foko_chat_messages_init_process(cycle) != NGX_OK)
+        || ngx_foko_chat_messages_init_process(cycle) != NGX_OK
+        || ngx_foko_chat_ws_init_process(cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }

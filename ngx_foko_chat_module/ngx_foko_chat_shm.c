@@ -13,6 +13,8 @@
 #include "ngx_foko_chat_limit.h"
 #include "ngx_foko_chat_seq.h"
 #include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_bus.h"
+#include "ngx_foko_chat_presence.h"
 
 
 static ngx_int_t ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone,
@@ -89,6 +91,11 @@ ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_foko_chat_limit_init(ctx->sh);
     ngx_foko_chat_seq_init(ctx->sh);
     ngx_foko_chat_cache_init(ctx->sh);
+    ngx_foko_chat_presence_init(ctx->sh);
+
+    if (ngx_foko_chat_bus_init_zone(ctx, ctx->log_size) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     len = sizeof(" in foko chat zone \"\"") + shm_zone->shm.name.len;
 

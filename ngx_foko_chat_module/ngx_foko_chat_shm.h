@@ -12,6 +12,9 @@
 #include "ngx_foko_chat.h"
 
 
+#define NGX_FOKO_CHAT_BUS_SLOTS       64   /* wakes coalesced by a flag */
+
+
 typedef enum {
     NGX_FOKO_CHAT_MONGO_UNKNOWN = 0,
     NGX_FOKO_CHAT_MONGO_UP,
@@ -42,12 +45,28 @@ typedef struct {
     ngx_queue_t                channels_lru;
     ngx_atomic_t               channels_gen;   /* bumped by every change */
     unsigned                   evicting:1;
+
+    /* the event log and the workers' wake sockets: ngx_foko_chat_bus.c */
+    u_char                    *log;
+    size_t                     log_size;
+    uint64_t                   log_head;       /* bytes ever written */
+    uint64_t                   log_tail;       /* the oldest whole record */
+    uint64_t                   events;
+    ngx_uint_t                 bus_pid;
+    uint64_t                   bus_stamp;
+    ngx_uint_t                 bus_slots;
+    ngx_atomic_t               bus_wake[NGX_FOKO_CHAT_BUS_SLOTS];
+
+    /* users' connections on all workers: ngx_foko_chat_presence.c */
+    ngx_rbtree_t               presence;
+    ngx_rbtree_node_t          presence_sentinel;
 } ngx_foko_chat_sh_t;
 
 
 typedef struct {
     ngx_foko_chat_sh_t        *sh;
     ngx_slab_pool_t           *shpool;
+    size_t                     log_size;       /* for a fresh zone */
 } ngx_foko_chat_shm_ctx_t;
 
 

@@ -11,7 +11,8 @@ apt_packages=(
     libmongoc-dev libbson-dev libjansson-dev libjwt-dev
     libcurl4-openssl-dev libargon2-dev libcrypt-dev
     libpcre2-dev libssl-dev zlib1g-dev
-    libtest-base-perl libmojolicious-perl python3-aiosmtpd
+    libtest-base-perl libmojolicious-perl libprotocol-websocket-perl
+    python3-aiosmtpd
 )
 
 as_root() {
