@@ -42,6 +42,9 @@ sources_of() {
     case $1 in
     ws_frame)
         echo "$root/ngx_foko_chat_module/ngx_foko_chat_ws_frame.c" ;;
+    ws_command)
+        echo "$root/ngx_foko_chat_module/ngx_foko_chat_ws_command.c" \
+            "$(pkg-config --libs jansson)" ;;
     *)
         echo "fuzz: fuzz/run.sh does not know the sources of $1" >&2
         return 1 ;;

@@ -954,7 +954,7 @@ ngx_foko_chat_messages_submit(ngx_foko_chat_post_t *post, void **handle,
                                                 0, &id);
             if (problem) {
                 *status = NGX_HTTP_BAD_REQUEST;
-                *answer = json_pack("{s:s,s:s++,s:s}",
+                *answer = json_pack("{s:s,s:s+,s:s}",
                                     "code", "invalid_request",
                                     "message", "client_id ", problem,
                                     "field", "client_id");
@@ -1202,7 +1202,7 @@ ngx_foko_chat_messages_problem(const char *problem, ngx_uint_t *status)
 
     *status = NGX_HTTP_BAD_REQUEST;
 
-    return json_pack("{s:s,s:s++,s:s}", "code", "invalid_request",
+    return json_pack("{s:s,s:s+,s:s}", "code", "invalid_request",
                      "message", "text ", problem, "field", "text");
 }
 

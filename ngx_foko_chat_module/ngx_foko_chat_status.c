@@ -8,6 +8,7 @@
 
 
 #include "ngx_foko_chat_status.h"
+#include "ngx_foko_chat_ws.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_task.h"
@@ -30,6 +31,8 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
     ngx_foko_chat_shm_ctx_t    *ctx;
     ngx_foko_chat_main_conf_t  *fmcf;
     ngx_foko_chat_shm_usage_t   usage;
+    uint64_t                    events;
+    size_t                      log_size;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_foko_chat_json_send_not_allowed(r,
@@ -53,8 +56,13 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
         state = NGX_FOKO_CHAT_MONGO_UNKNOWN;
     }
 
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    events = ctx->sh->events;
+    log_size = ctx->sh->log_size;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
     body = json_pack("{s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},"
-                     "s:{s:s,s:I},s:{s:s%,s:I}}",
+                     "s:{s:s,s:I},s:{s:s%,s:I},s:{s:I,s:I,s:I}}",
                      "pid", (json_int_t) ngx_pid,
                      "connections", ngx_foko_chat_status_connections(),
                      "zone",
@@ -70,7 +78,12 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
                        "thread_pool", (char *) fmcf->storage_pool.name.data,
                          fmcf->storage_pool.name.len,
                        "in_flight",
-                         (json_int_t) ngx_foko_chat_task_in_flight());
+                         (json_int_t) ngx_foko_chat_task_in_flight(),
+                     "websocket",
+                       "connections",
+                         (json_int_t) ngx_foko_chat_ws_connections(),
+                       "events", (json_int_t) events,
+                       "event_log", (json_int_t) log_size);
 
     return ngx_foko_chat_json_send(r, NGX_HTTP_OK, body);
 }

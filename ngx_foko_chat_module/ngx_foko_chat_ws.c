@@ -203,6 +203,7 @@ struct ngx_foko_chat_ws_s {
     unsigned                   closing:1;    /* a close frame is queued */
     unsigned                   shut:1;       /* it is sent */
     unsigned                   in_dirty:1;
+    unsigned                   present:1;    /* counted in presence */
 };
 
 
@@ -654,7 +655,7 @@ ngx_foko_chat_ws_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_foko_chat_srv_conf_t  *fscf = conf;
 
-    u_char      *p, *last;
+    u_char      *p, *last, *host, *port;
     ngx_str_t   *value, *o;
     ngx_uint_t   i;
 
@@ -692,6 +693,9 @@ ngx_foko_chat_ws_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             /* scheme://host[:port], nothing after it */
 
+            host = p;
+            port = NULL;
+
             while (p && p < last) {
                 if (*p == '/' || *p == '?' || *p == '#' || *p == ' '
                     || *p == '@')
@@ -700,10 +704,26 @@ ngx_foko_chat_ws_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                     break;
                 }
 
+                if (*p == ':' && port == NULL) {
+                    port = p + 1;
+
+                } else if (port && (*p < '0' || *p > '9')) {
+                    p = NULL;
+                    break;
+                }
+
                 p++;
             }
 
-            if (p == NULL || value[i].data[value[i].len - 1] == ':') {
+            if (p && (host == last || *host == ':'
+                      || (port && (port == last || last - port > 5
+                                   || ngx_atoi(port, last - port) > 65535
+                                   || ngx_atoi(port, last - port) < 1))))
+            {
+                p = NULL;
+            }
+
+            if (p == NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"%V\" is not an origin "
                                    "(scheme://host[:port]) in \"%V\"",
@@ -1500,6 +1520,7 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
     u_char                   *ids;
     json_t                   *channels, *ready;
     uint32_t                  hash;
+    ngx_int_t                 rc;
     ngx_uint_t                i;
     ngx_rbtree_node_t        *node;
     ngx_foko_chat_ws_sub_t   *sub;
@@ -1561,7 +1582,13 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
         }
     }
 
-    if (ngx_foko_chat_presence_open(shm, user->id) == NGX_OK) {
+    rc = ngx_foko_chat_presence_open(shm, user->id);
+
+    if (rc != NGX_ERROR) {
+        ws->present = 1;
+    }
+
+    if (rc == NGX_OK) {
         ids = ngx_alloc(ws->nsubs * 24 + 1, ngx_cycle->log);
 
         if (ids) {
@@ -2320,7 +2347,9 @@ ngx_foko_chat_ws_user_leave(ngx_foko_chat_ws_t *ws)
 
     shm = ws->fmcf->shm_zone->data;
 
-    if (ngx_foko_chat_presence_close(shm, user->id) == NGX_OK) {
+    if (ws->present
+        && ngx_foko_chat_presence_close(shm, user->id) == NGX_OK)
+    {
         /* the channels to tell, as the last connection knew them */
 
         ngx_free(user->channels);
