@@ -81,7 +81,7 @@ typedef struct {
     ngx_foko_chat_mail_conf_t *mail;
     ngx_str_t                  public_url;
 
-    /* set when some location serves the module's handlers, the API */
+    /* set when some location serves the module's handlers; api: tokens */
     unsigned                   used:1;
     unsigned                   api:1;
 } ngx_foko_chat_main_conf_t;

@@ -567,7 +567,10 @@ ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     fmcf = ngx_http_conf_get_module_main_conf(cf, ngx_foko_chat_module);
     fmcf->used = 1;
 
-    if (cmd->post == ngx_foko_chat_api_handler) {
+    if (cmd->post == ngx_foko_chat_api_handler
+        || cmd->post == ngx_foko_chat_ws_handler)
+    {
+        /* both check tokens */
         fmcf->api = 1;
     }
 
