@@ -396,7 +396,8 @@ ngx_foko_chat_bus_publish_locked(ngx_foko_chat_shm_ctx_t *ctx,
         head += room;
     }
 
-    rec = (ngx_foko_chat_bus_rec_t *) (sh->log + (size_t) (head % sh->log_size));
+    rec = (ngx_foko_chat_bus_rec_t *)
+              (sh->log + (size_t) (head % sh->log_size));
 
     rec->len = (uint32_t) len;
     rec->kind = (uint32_t) ev->kind;

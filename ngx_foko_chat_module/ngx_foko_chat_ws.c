@@ -923,7 +923,7 @@ ngx_foko_chat_ws_take_over(ngx_http_request_t *r, ngx_foko_chat_ws_t *ws)
     if (ngx_exiting || ngx_terminate) {
         ngx_free(early);
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_GOING_AWAY,
-                               "the server is restarting");
+                                "the server is restarting");
         return;
     }
 
@@ -933,7 +933,7 @@ ngx_foko_chat_ws_take_over(ngx_http_request_t *r, ngx_foko_chat_ws_t *ws)
         if (ws->claims.sub[0] == '\0') {
             ngx_free(early);
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
-                                   "the token is not valid");
+                                    "the token is not valid");
             return;
         }
 
@@ -1004,7 +1004,7 @@ ngx_foko_chat_ws_read(ngx_event_t *rev)
             }
 
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
-                                   "no authentication in time");
+                                    "no authentication in time");
             return;
         }
 
@@ -1177,7 +1177,7 @@ ngx_foko_chat_ws_input(ngx_foko_chat_ws_t *ws, u_char *pos, u_char *last)
                           "foko chat: WebSocket client broke the protocol: "
                           "%s", ws->parser.error);
             ngx_foko_chat_ws_finish(ws, ws->parser.close_code,
-                                   ws->parser.error);
+                                    ws->parser.error);
             return NGX_OK;
         }
 
@@ -1232,7 +1232,7 @@ ngx_foko_chat_ws_input(ngx_foko_chat_ws_t *ws, u_char *pos, u_char *last)
 
         case NGX_FOKO_CHAT_WS_BINARY:
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_BINARY,
-                                   "binary messages are not accepted");
+                                    "binary messages are not accepted");
             return NGX_OK;
 
         case NGX_FOKO_CHAT_WS_PING:
@@ -1253,7 +1253,7 @@ ngx_foko_chat_ws_input(ngx_foko_chat_ws_t *ws, u_char *pos, u_char *last)
 
         default:
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_PROTOCOL,
-                                   "unexpected opcode");
+                                    "unexpected opcode");
             return NGX_OK;
         }
     }
@@ -1274,7 +1274,7 @@ ngx_foko_chat_ws_message(ngx_foko_chat_ws_t *ws, u_char *data, size_t len)
         if (!ws->authed) {
             ngx_foko_chat_cmd_free(&cmd);
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
-                                   "authenticate first");
+                                    "authenticate first");
             return;
         }
 
@@ -1290,7 +1290,7 @@ ngx_foko_chat_ws_message(ngx_foko_chat_ws_t *ws, u_char *data, size_t len)
 
         } else {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
-                                   "authenticate first");
+                                    "authenticate first");
         }
 
         ngx_foko_chat_cmd_free(&cmd);
@@ -1343,7 +1343,7 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
             != NGX_OK)
         {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
-                                   "the token is not valid");
+                                    "the token is not valid");
             return;
         }
     }
@@ -1352,7 +1352,7 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
                                      ngx_cycle->log);
     if (task == NULL) {
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                               "the server is too busy");
+                                "the server is too busy");
         return;
     }
 
@@ -1366,7 +1366,7 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
         != NGX_OK)
     {
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                               "the server is too busy");
+                                "the server is too busy");
         return;
     }
 
@@ -1457,7 +1457,7 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
 
         ngx_foko_chat_ws_job_release(job);
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                               task->failed ? "the server is too busy"
+                                task->failed ? "the server is too busy"
                                             : "the database is unreachable");
         goto flush;
     }
@@ -1465,14 +1465,14 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
     if (job->rc != NGX_OK) {
         ngx_foko_chat_ws_job_release(job);
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
-                               "the token is not valid any more");
+                                "the token is not valid any more");
         goto flush;
     }
 
     if (ngx_exiting || ngx_terminate) {
         ngx_foko_chat_ws_job_release(job);
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_GOING_AWAY,
-                               "the server is restarting");
+                                "the server is restarting");
         goto flush;
     }
 
@@ -1534,7 +1534,7 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
             != NGX_OK)
         {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                   "the server is out of memory");
+                                    "the server is out of memory");
             return;
         }
     }
@@ -1550,7 +1550,7 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
                           + sizeof(ngx_foko_chat_ws_user_t), ngx_cycle->log);
         if (node == NULL) {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                   "the server is out of memory");
+                                    "the server is out of memory");
             return;
         }
 
@@ -1577,7 +1577,7 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
     for (i = 0; i < job->nchannels; i++) {
         if (ngx_foko_chat_ws_subscribe(ws, job->channels[i].id) == NULL) {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                   "the server is out of memory");
+                                    "the server is out of memory");
             return;
         }
     }
@@ -1933,7 +1933,7 @@ ngx_foko_chat_ws_resume_next(ngx_foko_chat_ws_t *ws)
                                          ngx_cycle->log);
         if (task == NULL) {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                   "the server is out of memory");
+                                    "the server is out of memory");
             return;
         }
 
@@ -1949,7 +1949,7 @@ ngx_foko_chat_ws_resume_next(ngx_foko_chat_ws_t *ws)
             != NGX_OK)
         {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                   "the server is too busy");
+                                    "the server is too busy");
             return;
         }
 
@@ -2114,7 +2114,7 @@ ngx_foko_chat_ws_job_done(ngx_foko_chat_task_t *task)
         }
 
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                               "history is unreachable, resume later");
+                                "history is unreachable, resume later");
         goto done;
     }
 
@@ -2528,8 +2528,8 @@ ngx_foko_chat_ws_event(ngx_foko_chat_event_t *ev)
                     && ngx_foko_chat_ws_subscribe(ws, ev->channel) == NULL)
                 {
                     ngx_foko_chat_ws_finish(ws,
-                                           NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                           "the server is out of memory");
+                                            NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
+                                            "the server is out of memory");
                 }
             }
         }
@@ -2773,7 +2773,7 @@ ngx_foko_chat_ws_lost(void)
         {
             ws = ngx_queue_data(uq, ngx_foko_chat_ws_t, user_link);
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                                   "events were missed, resume");
+                                    "events were missed, resume");
         }
     }
 }
@@ -2836,7 +2836,7 @@ ngx_foko_chat_ws_queue(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_frame_buf_t *f)
                       "queued", ws->out_bytes);
 
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
-                               "too slow to read");
+                                "too slow to read");
         return;
     }
 
@@ -2923,7 +2923,7 @@ ngx_foko_chat_ws_queue_json(ngx_foko_chat_ws_t *ws, json_t *event)
 
     if (json == NULL) {
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_INTERNAL,
-                               "an event could not be made");
+                                "an event could not be made");
         return;
     }
 
@@ -2933,7 +2933,7 @@ ngx_foko_chat_ws_queue_json(ngx_foko_chat_ws_t *ws, json_t *event)
 
     if (f == NULL) {
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_INTERNAL,
-                               "the server is out of memory");
+                                "the server is out of memory");
         return;
     }
 
