@@ -37,6 +37,13 @@ ngx_int_t ngx_foko_chat_presence_close(ngx_foko_chat_shm_ctx_t *ctx,
 ngx_int_t ngx_foko_chat_presence_expire(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *user, ngx_msec_t grace);
 
+/*
+ * Drops the counts of workers that died; the users left offline by that
+ * go to "users" (24 bytes each, up to "max"), their number is returned.
+ */
+ngx_uint_t ngx_foko_chat_presence_sweep(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *users, ngx_uint_t max);
+
 /* with the zone locked */
 ngx_uint_t ngx_foko_chat_presence_online_locked(ngx_foko_chat_sh_t *sh,
     u_char *user);

@@ -269,6 +269,10 @@ static void ngx_foko_chat_ws_grace(ngx_event_t *ev);
 static void ngx_foko_chat_ws_presence(ngx_foko_chat_ws_user_t *user,
     u_char *channels, ngx_uint_t n, ngx_uint_t online);
 
+static void ngx_foko_chat_ws_sweep(ngx_event_t *ev);
+static void ngx_foko_chat_ws_sweep_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_ws_sweep_done(ngx_foko_chat_task_t *task);
 static void ngx_foko_chat_ws_event(ngx_foko_chat_event_t *ev);
 static void ngx_foko_chat_ws_lost(void);
 static void ngx_foko_chat_ws_deliver(ngx_foko_chat_ws_chan_t *chan,
@@ -313,6 +317,21 @@ static ngx_uint_t                    ngx_foko_chat_ws_nconns;
 static ngx_uint_t                    ngx_foko_chat_ws_mark;
 static ngx_queue_t                   ngx_foko_chat_ws_all;
 static u_char                       *ngx_foko_chat_ws_buf;
+static ngx_event_t                   ngx_foko_chat_ws_sweep_ev;
+
+
+#define NGX_FOKO_CHAT_WS_SWEEP_MAX      256     /* users, a sweep */
+
+
+/* users whose connections died with a worker: their channels, from MongoDB */
+
+typedef struct {
+    ngx_uint_t                 n;
+    u_char                     users[NGX_FOKO_CHAT_WS_SWEEP_MAX][25];
+    ngx_foko_chat_channel_doc_t  *channels[NGX_FOKO_CHAT_WS_SWEEP_MAX];
+    ngx_uint_t                 nchannels[NGX_FOKO_CHAT_WS_SWEEP_MAX];
+    u_char                     err[NGX_FOKO_CHAT_ERR_LEN];
+} ngx_foko_chat_ws_sweep_t;
 
 
 ngx_int_t
@@ -331,6 +350,16 @@ ngx_foko_chat_ws_init_process(ngx_cycle_t *cycle)
     ngx_foko_chat_ws_buf = ngx_alloc(NGX_FOKO_CHAT_WS_READ_BUF, cycle->log);
     if (ngx_foko_chat_ws_buf == NULL) {
         return NGX_ERROR;
+    }
+
+    /* a worker that replaces a dead one: its users go offline */
+
+    ngx_foko_chat_ws_sweep_ev.handler = ngx_foko_chat_ws_sweep;
+    ngx_foko_chat_ws_sweep_ev.log = cycle->log;
+    ngx_foko_chat_ws_sweep_ev.cancelable = 1;
+
+    if (ngx_foko_chat_shm_cycle(cycle)) {
+        ngx_add_timer(&ngx_foko_chat_ws_sweep_ev, 1000);
     }
 
     return ngx_foko_chat_bus_init_process(cycle, ngx_foko_chat_ws_event,
@@ -1458,7 +1487,7 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
         ngx_foko_chat_ws_job_release(job);
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
                                 task->failed ? "the server is too busy"
-                                            : "the database is unreachable");
+                                             : "the database is unreachable");
         goto flush;
     }
 
@@ -2443,6 +2472,120 @@ ngx_foko_chat_ws_presence(ngx_foko_chat_ws_user_t *user, u_char *channels,
     (void) ngx_foko_chat_bus_publish(shm, &ev);
 
     free(json);
+}
+
+
+/*
+ * The users who were online only through a worker that died: each gets
+ * "offline" in the channels MongoDB says are theirs.
+ */
+
+static void
+ngx_foko_chat_ws_sweep(ngx_event_t *ev)
+{
+    u_char                     *users;
+    ngx_uint_t                  i, n;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_ws_sweep_t   *sw;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+
+    users = ngx_alloc(NGX_FOKO_CHAT_WS_SWEEP_MAX * 24, ev->log);
+    if (users == NULL) {
+        return;
+    }
+
+    n = ngx_foko_chat_presence_sweep(fmcf->shm_zone->data, users,
+                                     NGX_FOKO_CHAT_WS_SWEEP_MAX);
+    if (n == 0) {
+        ngx_free(users);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                  "foko chat: %ui users were online through a worker that "
+                  "died; they go offline", n);
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_ws_sweep_t),
+                                     ngx_cycle->log);
+    if (task == NULL) {
+        ngx_free(users);
+        return;
+    }
+
+    sw = task->data;
+    sw->n = n;
+
+    for (i = 0; i < n; i++) {
+        ngx_memcpy(sw->users[i], users + i * 24, 24);
+    }
+
+    ngx_free(users);
+
+    task->run = ngx_foko_chat_ws_sweep_run;
+    task->done = ngx_foko_chat_ws_sweep_done;
+
+    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
+        ngx_foko_chat_task_free(task);
+    }
+}
+
+
+static void
+ngx_foko_chat_ws_sweep_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_ws_sweep_t  *sw = task->data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < sw->n; i++) {
+        if (ngx_foko_chat_store_channels_of(sw->users[i], &sw->channels[i],
+                                            &sw->nchannels[i], sw->err)
+            != NGX_OK)
+        {
+            sw->channels[i] = NULL;
+            sw->nchannels[i] = 0;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_foko_chat_ws_sweep_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_ws_sweep_t  *sw = task->data;
+
+    u_char                   *ids;
+    ngx_uint_t                i, j;
+    ngx_foko_chat_ws_user_t   user;
+
+    for (i = 0; i < sw->n; i++) {
+        ngx_memcpy(user.id, sw->users[i], 24);
+
+        ids = ngx_alloc(sw->nchannels[i] * 24 + 1, ngx_cycle->log);
+
+        if (ids && !task->failed) {
+            for (j = 0; j < sw->nchannels[i]; j++) {
+                ngx_memcpy(ids + j * 24, sw->channels[i][j].id, 24);
+            }
+
+            ngx_foko_chat_ws_presence(&user, ids, sw->nchannels[i], 0);
+        }
+
+        if (ids) {
+            ngx_free(ids);
+        }
+
+        for (j = 0; j < sw->nchannels[i]; j++) {
+            ngx_foko_chat_store_channel_doc_free(&sw->channels[i][j]);
+        }
+
+        free(sw->channels[i]);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -76,6 +76,15 @@ while (time < $deadline) {
 is scalar @after, 2, 'the master starts a new worker';
 my ($respawned) = grep { $_ != $pids[1] } @after;
 
+# her only connection died with its worker: the new one sees to it
+ok wait_until(sub {
+    grep { $_->{user_id} eq $ua->{id} && !$_->{online} }
+        $B->events(type => 'presence')
+}, 5), 'bob hears that alice is offline: her connection died with the worker';
+my ($st, $list) = api(GET => '/api/channels', undef, token => $bob);
+my ($member) = grep { $_->{id} eq $ua->{id} } @{ $list->[0]{members} };
+ok !$member->{online}, 'and GET /api/channels says so';
+
 my $A2 = ws_mojo(token => $alice, pid => $respawned);
 is $A2->{ready}{channels}[0]{last_seq}, $seq,
     'alice reconnects to the new worker: ready says where the channel is';
