@@ -60,6 +60,7 @@ struct ngx_foko_chat_msg_op_s {
     ngx_foko_chat_channel_doc_t    ch;
     unsigned                       load_seq:1;
     unsigned                       remove:1;
+    unsigned                       waited:1;     /* for another's load */
 
     /* output */
     ngx_int_t                      rc;           /* NGX_ERROR: storage */
@@ -160,6 +161,9 @@ static ngx_int_t ngx_foko_chat_messages_accept(ngx_http_request_t *r,
 static void ngx_foko_chat_messages_load(ngx_foko_chat_msg_op_t *op);
 static void ngx_foko_chat_messages_cache(ngx_http_request_t *r,
     ngx_foko_chat_msg_op_t *op);
+static ngx_uint_t ngx_foko_chat_messages_wait(ngx_foko_chat_task_t *task,
+    ngx_http_request_t *r);
+static void ngx_foko_chat_messages_loaded(u_char *channel);
 static ngx_int_t ngx_foko_chat_writer_add(ngx_http_request_t *r,
     ngx_foko_chat_target_t *t, json_t *message);
 static void ngx_foko_chat_writer_cleanup(void *data);
@@ -174,11 +178,30 @@ static ngx_int_t ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task);
 static ngx_foko_chat_writer_t  ngx_foko_chat_writer;
 
 
+/*
+ * A channel this worker is loading from MongoDB for a post.  Other posts
+ * to it wait here for that load instead of each loading it again; then
+ * they go on as posts to a cached channel.
+ */
+
+typedef struct {
+    ngx_queue_t                    queue;
+    u_char                         id[24];
+    ngx_queue_t                    waiters;     /* of tasks, by task->queue */
+} ngx_foko_chat_load_t;
+
+
+static ngx_queue_t  ngx_foko_chat_loads;
+static ngx_uint_t   ngx_foko_chat_loads_started;
+static ngx_uint_t   ngx_foko_chat_loads_waited;
+
+
 ngx_int_t
 ngx_foko_chat_messages_init_process(ngx_cycle_t *cycle)
 {
     ngx_queue_init(&ngx_foko_chat_writer.waiting);
     ngx_queue_init(&ngx_foko_chat_writer.writing);
+    ngx_queue_init(&ngx_foko_chat_loads);
 
     /*
      * Neither timer is cancelable: a worker that is shutting down stays
@@ -360,6 +383,17 @@ ngx_foko_chat_messages_post(ngx_http_request_t *r,
             ngx_foko_chat_task_free(task);
 
             return rc;
+        }
+    }
+
+    if (ctx->nargs && ngx_foko_chat_is_id(&ctx->args[0])) {
+        op->run = ngx_foko_chat_messages_prepare_run;
+        task->run = ngx_foko_chat_messages_thread;
+        task->done = ngx_foko_chat_messages_post_done;
+
+        if (ngx_foko_chat_messages_wait(task, r)) {
+            ngx_foko_chat_writer.npreparing++;
+            return NGX_DONE;
         }
     }
 
@@ -802,13 +836,37 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
 
     ngx_foko_chat_writer.npreparing--;
 
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    if (!task->failed && op->rc == NGX_OK && op->found == NGX_OK) {
+        if (op->names) {
+            (void) ngx_foko_chat_cache_put_channel(shm, &op->ch, op->names,
+                                                   op->latest,
+                                                   op->ring_size,
+                                                   op->cache_gen);
+            json_decref(op->names);
+            op->names = NULL;
+        }
+
+        if (op->load_seq && op->result == NULL) {
+            if (ngx_foko_chat_seq_load(shm, op->ch.id, op->stored_seq)
+                != NGX_OK)
+            {
+                op->rc = NGX_ERROR;
+            }
+
+            op->load_seq = 0;
+        }
+    }
+
+    /* the posts that waited for this load go on */
+    ngx_foko_chat_messages_loaded(op->ch.id);
+
     if (ngx_foko_chat_messages_answered(task, &rc)) {
         return rc;
     }
 
     r = task->request;
-
-    ngx_foko_chat_messages_cache(r, op);
 
     if (op->result) {
         /* the same client_id again: the message it made, not another */
@@ -817,15 +875,6 @@ ngx_foko_chat_messages_post_done(ngx_foko_chat_task_t *task)
         ngx_foko_chat_messages_release(op);
 
         return ngx_foko_chat_json_send(r, NGX_HTTP_OK, body);
-    }
-
-    shm = ngx_foko_chat_shm_get(r);
-
-    if (op->load_seq
-        && ngx_foko_chat_seq_load(shm, op->ch.id, op->stored_seq) != NGX_OK)
-    {
-        ngx_foko_chat_messages_release(op);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_foko_chat_messages_accept(r, op);
@@ -1037,6 +1086,12 @@ ngx_foko_chat_messages_submit(ngx_foko_chat_post_t *post, void **handle,
     task->saved_done = NULL;
     op->target = t;
 
+    if (ngx_foko_chat_messages_wait(task, NULL)) {
+        ngx_foko_chat_writer.npreparing++;
+        *handle = t;
+        return NGX_DONE;
+    }
+
     if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
         ngx_free(t);
         *status = NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -1093,6 +1148,13 @@ ngx_foko_chat_messages_submitted(ngx_foko_chat_task_t *task)
     t = op->target;
     shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
 
+    if ((task->failed || op->rc == NGX_ERROR || op->found != NGX_OK)
+        && !op->waited)
+    {
+        /* the waiters try for themselves */
+        ngx_foko_chat_messages_loaded(op->ch.id);
+    }
+
     if (task->failed || op->rc == NGX_ERROR) {
         if (op->err[0]) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "foko chat: %s",
@@ -1126,17 +1188,22 @@ ngx_foko_chat_messages_submitted(ngx_foko_chat_task_t *task)
                                                op->cache_gen);
     }
 
+    if (op->load_seq && op->result == NULL
+        && ngx_foko_chat_seq_load(shm, op->ch.id, op->stored_seq) != NGX_OK)
+    {
+        ngx_foko_chat_messages_loaded(op->ch.id);
+        goto failed;
+    }
+
+    if (!op->waited) {
+        ngx_foko_chat_messages_loaded(op->ch.id);
+    }
+
     if (op->result) {
         ngx_foko_chat_target_answer(t, NGX_HTTP_OK,
                                     json_pack("{s:O}", "message",
                                               op->result));
         goto done;
-    }
-
-    if (op->load_seq
-        && ngx_foko_chat_seq_load(shm, op->ch.id, op->stored_seq) != NGX_OK)
-    {
-        goto failed;
     }
 
     rc = ngx_foko_chat_messages_take(shm, op, &message);
@@ -1413,6 +1480,192 @@ ngx_foko_chat_messages_new(ngx_foko_chat_msg_op_t *op, int64_t seq)
     }
 
     return m;
+}
+
+
+/*
+ * A post to a channel that is not cached: if this worker is loading the
+ * channel already, the post waits for that load (1); else its own task
+ * loads it and the post is recorded as the loader (0).  A waiting REST
+ * request is held as a task's is.
+ */
+
+static ngx_uint_t
+ngx_foko_chat_messages_wait(ngx_foko_chat_task_t *task, ngx_http_request_t *r)
+{
+    ngx_queue_t             *q;
+    ngx_foko_chat_load_t    *load;
+    ngx_foko_chat_msg_op_t  *op = task->data;
+
+    for (q = ngx_queue_head(&ngx_foko_chat_loads);
+         q != ngx_queue_sentinel(&ngx_foko_chat_loads);
+         q = ngx_queue_next(q))
+    {
+        load = ngx_queue_data(q, ngx_foko_chat_load_t, queue);
+
+        if (ngx_memcmp(load->id, op->ch.id, 24) != 0) {
+            continue;
+        }
+
+        if (r && ngx_foko_chat_task_attach(task, r) != NGX_OK) {
+            return 0;
+        }
+
+        ngx_queue_insert_tail(&load->waiters, &task->queue);
+        ngx_foko_chat_loads_waited++;
+
+        return 1;
+    }
+
+    load = ngx_alloc(sizeof(ngx_foko_chat_load_t), ngx_cycle->log);
+
+    if (load) {
+        ngx_memcpy(load->id, op->ch.id, 24);
+        ngx_queue_init(&load->waiters);
+        ngx_queue_insert_tail(&ngx_foko_chat_loads, &load->queue);
+        ngx_foko_chat_loads_started++;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The load of a channel is over: each post that waited for it goes on as
+ * a post to a cached channel, or loads the channel itself if it is still
+ * not cached (the load failed, or a change made it stale).
+ */
+
+static void
+ngx_foko_chat_messages_loaded(u_char *channel)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  member;
+    ngx_queue_t                *q, waiters;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_load_t       *load;
+    ngx_foko_chat_msg_op_t     *op;
+    ngx_foko_chat_shm_ctx_t    *shm;
+    ngx_foko_chat_main_conf_t  *fmcf;
+
+    load = NULL;
+
+    for (q = ngx_queue_head(&ngx_foko_chat_loads);
+         q != ngx_queue_sentinel(&ngx_foko_chat_loads);
+         q = ngx_queue_next(q))
+    {
+        load = ngx_queue_data(q, ngx_foko_chat_load_t, queue);
+
+        if (ngx_memcmp(load->id, channel, 24) == 0) {
+            break;
+        }
+
+        load = NULL;
+    }
+
+    if (load == NULL) {
+        return;
+    }
+
+    ngx_queue_remove(&load->queue);
+
+    /* the list moves out: posts may start another load of the channel */
+
+    ngx_queue_init(&waiters);
+
+    if (!ngx_queue_empty(&load->waiters)) {
+        waiters = load->waiters;
+        waiters.next->prev = &waiters;
+        waiters.prev->next = &waiters;
+    }
+
+    ngx_free(load);
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+    shm = fmcf->shm_zone->data;
+
+    while (!ngx_queue_empty(&waiters)) {
+        q = ngx_queue_head(&waiters);
+        ngx_queue_remove(q);
+
+        task = ngx_queue_data(q, ngx_foko_chat_task_t, queue);
+        op = task->data;
+        r = task->request;
+
+        ngx_foko_chat_writer.npreparing--;
+
+        if (op->target == NULL && r == NULL) {
+            /* the client went away meanwhile */
+            ngx_foko_chat_messages_release(op);
+            ngx_foko_chat_task_free(task);
+            continue;
+        }
+
+        if (ngx_foko_chat_seq_last(shm, op->ch.id) >= 0
+            && ngx_foko_chat_cache_member(shm, op->ch.id, op->user, &member)
+               == NGX_OK)
+        {
+            if (op->target) {
+                task->done = ngx_foko_chat_messages_submitted;
+                op->waited = 1;
+                op->load_seq = 0;
+                op->found = member ? NGX_OK : NGX_DECLINED;
+                op->rc = NGX_OK;
+
+                /* as if the task had run: the cache answers */
+                ngx_foko_chat_writer.npreparing++;
+                (void) ngx_foko_chat_messages_submitted(task);
+                ngx_foko_chat_task_free(task);
+                continue;
+            }
+
+            rc = member ? ngx_foko_chat_messages_accept(r, op)
+                        : ngx_foko_chat_send_not_found(r);
+
+            ngx_foko_chat_messages_release(op);
+
+            c = r->connection;
+            task->cleanup->handler = NULL;
+            ngx_foko_chat_task_free(task);
+
+            ngx_http_finalize_request(r, rc);
+            ngx_http_run_posted_requests(c);
+            continue;
+        }
+
+        /* not cached after all: this post loads it */
+
+        if (ngx_foko_chat_messages_wait(task, NULL)) {
+            /* another waiter became the loader just now */
+            ngx_foko_chat_writer.npreparing++;
+            continue;
+        }
+
+        rc = (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool)
+              == NGX_OK) ? NGX_OK : NGX_ERROR;
+
+        if (rc == NGX_OK) {
+            ngx_foko_chat_writer.npreparing++;
+            continue;
+        }
+
+        /* the pool is full: answered as a failed task */
+        ngx_foko_chat_writer.npreparing++;
+        ngx_foko_chat_task_fail(task);
+    }
+}
+
+
+void
+ngx_foko_chat_messages_stats(ngx_uint_t *queued, ngx_uint_t *loads,
+    ngx_uint_t *waited)
+{
+    *queued = ngx_foko_chat_writer.nwaiting + ngx_foko_chat_writer.nwriting;
+    *loads = ngx_foko_chat_loads_started;
+    *waited = ngx_foko_chat_loads_waited;
 }
 
 

@@ -35,6 +35,13 @@ ngx_int_t ngx_foko_chat_messages_read(ngx_http_request_t *r,
 
 ngx_int_t ngx_foko_chat_messages_init_process(ngx_cycle_t *cycle);
 
+/*
+ * This worker's posts waiting for MongoDB, the channel loads it started
+ * for posts, and the posts that waited for another post's load.
+ */
+void ngx_foko_chat_messages_stats(ngx_uint_t *queued, ngx_uint_t *loads,
+    ngx_uint_t *waited);
+
 
 /*
  * A post made outside an HTTP request (a WebSocket "send").  The body has

@@ -9,6 +9,7 @@
 
 #include "ngx_foko_chat_status.h"
 #include "ngx_foko_chat_ws.h"
+#include "ngx_foko_chat_messages.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_task.h"
@@ -32,6 +33,7 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
     ngx_foko_chat_main_conf_t  *fmcf;
     ngx_foko_chat_shm_usage_t   usage;
     uint64_t                    events;
+    ngx_uint_t                  queued, loads, waited;
     size_t                      log_size;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -56,13 +58,16 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
         state = NGX_FOKO_CHAT_MONGO_UNKNOWN;
     }
 
+    ngx_foko_chat_messages_stats(&queued, &loads, &waited);
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
     events = ctx->sh->events;
     log_size = ctx->sh->log_size;
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     body = json_pack("{s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},"
-                     "s:{s:s,s:I},s:{s:s%,s:I},s:{s:I,s:I,s:I}}",
+                     "s:{s:s,s:I},s:{s:s%,s:I},s:{s:I,s:I,s:I},"
+                     "s:{s:I,s:I,s:I}}",
                      "pid", (json_int_t) ngx_pid,
                      "connections", ngx_foko_chat_status_connections(),
                      "zone",
@@ -83,7 +88,11 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
                        "connections",
                          (json_int_t) ngx_foko_chat_ws_connections(),
                        "events", (json_int_t) events,
-                       "event_log", (json_int_t) log_size);
+                       "event_log", (json_int_t) log_size,
+                     "posts",
+                       "queued", (json_int_t) queued,
+                       "channel_loads", (json_int_t) loads,
+                       "waited_for_load", (json_int_t) waited);
 
     return ngx_foko_chat_json_send(r, NGX_HTTP_OK, body);
 }
