@@ -194,7 +194,9 @@ struct ngx_foko_chat_ws_s {
     ngx_foko_chat_ws_job_t    *page_job;
 
     ngx_uint_t                 mark;         /* of the event being sent */
-    ngx_foko_chat_claims_t     claims;
+    /* the token's user and password version, until the auth is done */
+    u_char                     sub[NGX_FOKO_CHAT_ID_LEN + 1];
+    long                       ver;
 
     unsigned                   authing:1;
     unsigned                   authed:1;
@@ -384,6 +386,7 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
     ngx_table_elt_t            *h, *key, *version, *conn;
     ngx_connection_t           *c;
     ngx_pool_cleanup_t         *cln;
+    ngx_foko_chat_claims_t      claims;
     ngx_foko_chat_ws_t         *ws;
     ngx_foko_chat_main_conf_t  *fmcf;
 
@@ -499,12 +502,15 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
         ws->header_auth = 1;
 
         if (ngx_foko_chat_jwt_verify(fmcf->jwt, &token,
-                                     NGX_FOKO_CHAT_TOKEN_ACCESS, &ws->claims,
+                                     NGX_FOKO_CHAT_TOKEN_ACCESS, &claims,
                                      c->log)
-            != NGX_OK)
+            == NGX_OK)
         {
-            ws->claims.sub[0] = '\0';
+            ngx_memcpy(ws->sub, claims.sub, sizeof(ws->sub));
+            ws->ver = claims.ver;
         }
+
+        ngx_explicit_memzero(&claims, sizeof(ngx_foko_chat_claims_t));
     }
 
     accept = ngx_pnalloc(r->pool, NGX_FOKO_CHAT_WS_ACCEPT_LEN);
@@ -959,7 +965,7 @@ ngx_foko_chat_ws_take_over(ngx_http_request_t *r, ngx_foko_chat_ws_t *ws)
     ngx_add_timer(c->read, ws->fmcf->ws_auth_timeout);
 
     if (ws->header_auth) {
-        if (ws->claims.sub[0] == '\0') {
+        if (ws->sub[0] == '\0') {
             ngx_free(early);
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
                                     "the token is not valid");
@@ -1359,18 +1365,24 @@ static void
 ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
 {
     ngx_str_t                t;
+    ngx_int_t                rc;
     ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_claims_t   claims;
     ngx_foko_chat_ws_job_t  *job;
 
     if (token) {
         t.data = token;
         t.len = len;
 
-        if (ngx_foko_chat_jwt_verify(ws->fmcf->jwt, &t,
-                                     NGX_FOKO_CHAT_TOKEN_ACCESS, &ws->claims,
-                                     ws->connection->log)
-            != NGX_OK)
-        {
+        rc = ngx_foko_chat_jwt_verify(ws->fmcf->jwt, &t,
+                                      NGX_FOKO_CHAT_TOKEN_ACCESS, &claims,
+                                      ws->connection->log);
+
+        ngx_memcpy(ws->sub, claims.sub, sizeof(ws->sub));
+        ws->ver = claims.ver;
+        ngx_explicit_memzero(&claims, sizeof(ngx_foko_chat_claims_t));
+
+        if (rc != NGX_OK) {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_AUTH,
                                     "the token is not valid");
             return;
@@ -1387,8 +1399,8 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
 
     job = task->data;
     job->what = NGX_FOKO_CHAT_WS_JOB_AUTH;
-    job->ver = ws->claims.ver;
-    ngx_memcpy(job->user, ws->claims.sub, 24);
+    job->ver = ws->ver;
+    ngx_memcpy(job->user, ws->sub, 24);
 
     if (ngx_foko_chat_ws_job_post(ws, task, ngx_foko_chat_ws_auth_run,
                                   ngx_foko_chat_ws_auth_done)
@@ -3400,7 +3412,6 @@ ngx_foko_chat_ws_free(ngx_foko_chat_ws_t *ws)
 
     ngx_foko_chat_ws_nconns--;
 
-    ngx_explicit_memzero(&ws->claims, sizeof(ngx_foko_chat_claims_t));
     ngx_free(ws);
 
     ngx_http_close_connection(c);
