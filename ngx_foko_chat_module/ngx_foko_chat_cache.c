@@ -35,6 +35,7 @@ typedef struct {
     int64_t                        seq;
     u_char                        *json;
     size_t                         len;
+    uint32_t                       cid;     /* of author and client_id */
 } ngx_foko_chat_cache_slot_t;
 
 
@@ -55,7 +56,9 @@ static void *ngx_foko_chat_cache_alloc(ngx_foko_chat_shm_ctx_t *ctx,
 static void ngx_foko_chat_cache_free(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_cache_channel_t *cc);
 static ngx_int_t ngx_foko_chat_cache_put_locked(ngx_foko_chat_shm_ctx_t *ctx,
-    ngx_foko_chat_cache_channel_t *cc, json_t *message);
+    ngx_foko_chat_cache_channel_t *cc, json_t *message, char *text);
+static uint32_t ngx_foko_chat_cache_cid(const char *author,
+    const char *client_id);
 static ngx_uint_t ngx_foko_chat_cache_has(ngx_foko_chat_cache_channel_t *cc,
     int64_t from, int64_t to);
 
@@ -167,7 +170,8 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
 
             for (i = 0; i < json_array_size(latest); i++) {
                 if (ngx_foko_chat_cache_put_locked(ctx, cc,
-                                                   json_array_get(latest, i))
+                                                   json_array_get(latest, i),
+                                                   NULL)
                     != NGX_OK)
                 {
                     break;
@@ -242,7 +246,7 @@ ngx_int_t
 ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
     json_t *message, ngx_uint_t kind)
 {
-    char                           *json;
+    char                           *json, *text;
     json_t                         *seq, *event;
     ngx_int_t                       rc;
     const char                     *channel;
@@ -291,6 +295,9 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
         ev.json_len = ngx_strlen(json);
     }
 
+    /* serialized before the zone is locked, for the ring */
+    text = json_dumps(message, JSON_COMPACT);
+
     rc = NGX_OK;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
@@ -301,7 +308,9 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
     cc = ngx_foko_chat_cache_lookup(ctx->sh, (u_char *) channel);
 
     if (cc && cc->ring) {
-        if (ngx_foko_chat_cache_put_locked(ctx, cc, message) != NGX_OK) {
+        if (ngx_foko_chat_cache_put_locked(ctx, cc, message, text)
+            != NGX_OK)
+        {
             ngx_foko_chat_cache_free(ctx, cc);
         }
     }
@@ -317,6 +326,8 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    free(text);
 
     if (json) {
         free(json);
@@ -412,6 +423,7 @@ ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel, u_char *author, u_char *client_id)
 {
     json_t                         *m, *found;
+    uint32_t                        cid;
     ngx_uint_t                      i;
     json_error_t                    error;
     const char                     *s, *a;
@@ -419,6 +431,7 @@ ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_cache_channel_t  *cc;
 
     found = NULL;
+    cid = ngx_foko_chat_cache_cid((char *) author, (char *) client_id);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -427,9 +440,7 @@ ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
     for (i = 0; cc && cc->ring && found == NULL && i < cc->ring_size; i++) {
         slot = &cc->ring[i];
 
-        if (slot->json == NULL
-            || ngx_strnstr(slot->json, (char *) client_id, slot->len) == NULL)
-        {
+        if (slot->json == NULL || slot->cid != cid) {
             continue;
         }
 
@@ -455,15 +466,33 @@ ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
 }
 
 
+/* a message's author and client_id, hashed: most lookups stop at it */
+
+static uint32_t
+ngx_foko_chat_cache_cid(const char *author, const char *client_id)
+{
+    uint32_t  crc;
+
+    ngx_crc32_init(crc);
+    ngx_crc32_update(&crc, (u_char *) author, ngx_strlen(author));
+    ngx_crc32_update(&crc, (u_char *) "/", 1);
+    ngx_crc32_update(&crc, (u_char *) client_id, ngx_strlen(client_id));
+    ngx_crc32_final(crc);
+
+    return crc | 1;
+}
+
+
 /* with the zone locked */
 
 static ngx_int_t
 ngx_foko_chat_cache_put_locked(ngx_foko_chat_shm_ctx_t *ctx,
-    ngx_foko_chat_cache_channel_t *cc, json_t *message)
+    ngx_foko_chat_cache_channel_t *cc, json_t *message, char *dumped)
 {
     char                        *text;
     size_t                       len;
     int64_t                      seq;
+    const char                  *author, *client_id;
     ngx_foko_chat_cache_slot_t  *slot;
 
     seq = json_integer_value(json_object_get(message, "seq"));
@@ -479,7 +508,7 @@ ngx_foko_chat_cache_put_locked(ngx_foko_chat_shm_ctx_t *ctx,
         return NGX_OK;
     }
 
-    text = json_dumps(message, JSON_COMPACT);
+    text = dumped ? dumped : json_dumps(message, JSON_COMPACT);
     if (text == NULL) {
         return NGX_ERROR;
     }
@@ -494,15 +523,27 @@ ngx_foko_chat_cache_put_locked(ngx_foko_chat_shm_ctx_t *ctx,
     slot->json = ngx_foko_chat_cache_alloc(ctx, len, cc);
 
     if (slot->json == NULL) {
-        free(text);
+        if (dumped == NULL) {
+            free(text);
+        }
+
         return NGX_ERROR;
     }
 
     ngx_memcpy(slot->json, text, len);
-    free(text);
+
+    if (dumped == NULL) {
+        free(text);
+    }
+
+    client_id = json_string_value(json_object_get(message, "client_id"));
+    author = json_string_value(json_object_get(
+                                   json_object_get(message, "author"), "id"));
 
     slot->seq = seq;
     slot->len = len;
+    slot->cid = (client_id && author)
+                ? ngx_foko_chat_cache_cid(author, client_id) : 0;
 
     if (seq > cc->top) {
         cc->top = seq;
