@@ -472,10 +472,16 @@ ngx_foko_chat_bus_wake(ngx_foko_chat_shm_ctx_t *ctx)
         if (sendto(fd, &b, 1, 0, (struct sockaddr *) &sa, len) == -1
             && ngx_socket_errno != NGX_EAGAIN)
         {
-            /* EAGAIN: its socket is full of wakes, it will read the log */
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_socket_errno,
-                          "foko chat: sendto() of a wake to worker %ui "
-                          "failed", i);
+            /*
+             * EAGAIN: its socket is full of wakes, it will read the log;
+             * ECONNREFUSED: the slot's socket is gone with its cycle (the
+             * zone outlived it: a reload replaced the zone).
+             */
+            if (ngx_socket_errno != NGX_ECONNREFUSED) {
+                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_socket_errno,
+                              "foko chat: sendto() of a wake to worker %ui "
+                              "failed", i);
+            }
 
             if (i < NGX_FOKO_CHAT_BUS_SLOTS) {
                 sh->bus_wake[i] = 0;

@@ -89,13 +89,19 @@ typedef struct {
     ngx_http_request_t            *request;
     ngx_http_cleanup_t            *cleanup;
     ngx_foko_chat_target_t        *target;
+    ngx_uint_t                     tries;        /* seqs found taken */
 } ngx_foko_chat_pending_t;
+
+
+#define NGX_FOKO_CHAT_SEQ_TAKEN   NGX_HTTP_CONFLICT  /* status: again */
+#define NGX_FOKO_CHAT_SEQ_TRIES   8
 
 
 typedef struct {
     json_t                       **messages;
     json_t                       **tombs;        /* filling seqs, or NULL */
     ngx_uint_t                    *status;       /* the answer of each */
+    int64_t                       *stored;       /* for SEQ_TAKEN */
     ngx_uint_t                     n;
     ngx_int_t                      rc;
     u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
@@ -173,6 +179,8 @@ static void ngx_foko_chat_writer_hold(ngx_event_t *ev);
 static void ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task);
+static ngx_int_t ngx_foko_chat_writer_reseq(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_pending_t *p, int64_t stored);
 
 
 static ngx_foko_chat_writer_t  ngx_foko_chat_writer;
@@ -1750,7 +1758,8 @@ ngx_foko_chat_writer_kick(void)
 
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_batch_t)
                                      + 2 * n * sizeof(json_t *)
-                                     + n * sizeof(ngx_uint_t),
+                                     + n * sizeof(ngx_uint_t)
+                                     + n * sizeof(int64_t),
                                      ngx_cycle->log);
     if (task == NULL) {
         goto retry;
@@ -1760,6 +1769,7 @@ ngx_foko_chat_writer_kick(void)
     batch->messages = (json_t **) (batch + 1);
     batch->tombs = batch->messages + n;
     batch->status = (ngx_uint_t *) (batch->tombs + n);
+    batch->stored = (int64_t *) (batch->status + n);
 
     /* the batch owns references of its own: the queue may be dropped */
 
@@ -1908,8 +1918,21 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
             return;
         }
 
-        /* a seq taken by another message: the counter went wrong */
-        batch->status[i] = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        /*
+         * A seq taken by another message: workers of another zone stored
+         * it.  The post gets a seq past MongoDB's highest and goes again.
+         */
+        if (ngx_foko_chat_store_messages_max_seq((u_char *)
+                json_string_value(json_object_get(batch->messages[i],
+                                                  "channel_id")),
+                &batch->stored[i], batch->err)
+            != NGX_OK)
+        {
+            batch->rc = NGX_ERROR;
+            return;
+        }
+
+        batch->status[i] = NGX_FOKO_CHAT_SEQ_TAKEN;
     }
 
     batch->rc = NGX_OK;
@@ -1923,13 +1946,15 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
 
     json_t                   *body;
     ngx_uint_t                i;
-    ngx_queue_t              *q;
+    ngx_queue_t              *q, again;
     ngx_connection_t         *c;
     ngx_http_request_t       *r;
     ngx_foko_chat_shm_ctx_t  *shm;
     ngx_foko_chat_pending_t  *p;
 
     shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    ngx_queue_init(&again);
 
     ngx_foko_chat_writer.busy = 0;
 
@@ -1983,6 +2008,20 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
         p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
         r = p->request;
 
+        if (batch->status[i] == NGX_FOKO_CHAT_SEQ_TAKEN) {
+            if (shm && p->tries++ < NGX_FOKO_CHAT_SEQ_TRIES
+                && ngx_foko_chat_writer_reseq(shm, p, batch->stored[i])
+                   == NGX_OK)
+            {
+                /* written again with its new seq, before the others */
+                json_decref(batch->messages[i]);
+                ngx_queue_insert_tail(&again, q);
+                continue;
+            }
+
+            batch->status[i] = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         if (batch->status[i] == NGX_HTTP_INTERNAL_SERVER_ERROR) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                           "foko chat: a message collides with a stored "
@@ -2033,6 +2072,13 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
         ngx_free(p);
     }
 
+    while (!ngx_queue_empty(&again)) {
+        q = ngx_queue_last(&again);
+        ngx_queue_remove(q);
+        ngx_queue_insert_head(&ngx_foko_chat_writer.waiting, q);
+        ngx_foko_chat_writer.nwaiting++;
+    }
+
     if (ngx_foko_chat_writer.nwaiting == 0
         && ngx_foko_chat_writer.hold.timer_set)
     {
@@ -2040,6 +2086,43 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
     }
 
     ngx_foko_chat_writer_kick();
+
+    return NGX_OK;
+}
+
+
+/*
+ * A post whose seq MongoDB holds already (stored by the workers of a
+ * replaced zone): that seq counts as stored, and the post takes the next
+ * seq past MongoDB's highest.  The post is not answered yet, so nobody
+ * has seen the old seq.
+ */
+
+static ngx_int_t
+ngx_foko_chat_writer_reseq(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_pending_t *p, int64_t stored)
+{
+    int64_t      old, seq;
+    const char  *channel;
+
+    channel = json_string_value(json_object_get(p->message, "channel_id"));
+    old = json_integer_value(json_object_get(p->message, "seq"));
+
+    if (channel == NULL || ngx_strlen(channel) != 24) {
+        return NGX_ERROR;
+    }
+
+    ngx_foko_chat_seq_taken(shm, (u_char *) channel, old, stored);
+
+    if (ngx_foko_chat_seq_next(shm, (u_char *) channel, &seq) != NGX_OK
+        || json_object_set_new(p->message, "seq", json_integer(seq)) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "foko chat: seq %L of channel %s was stored by other "
+                  "workers; the message takes seq %L", old, channel, seq);
 
     return NGX_OK;
 }

@@ -297,3 +297,41 @@ ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n)
 
     sn->moved = ngx_time();
 }
+
+
+/*
+ * A seq handed out here was found taken in MongoDB: another set of
+ * workers (those of a zone replaced by a reload that changed its size, or
+ * of a binary upgrade) stored it.  It counts as stored, and the counter
+ * goes past what MongoDB holds.
+ */
+
+void
+ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t seq, int64_t stored)
+{
+    ngx_foko_chat_seq_node_t  *sn;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ngx_foko_chat_seq_ack_locked(ctx->sh, channel, seq);
+
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
+
+    if (sn && stored > sn->last) {
+        sn->last = stored;
+    }
+
+    /* what the others stored is history now */
+
+    if (sn && stored > sn->through) {
+        ngx_foko_chat_seq_skip(sn, stored - sn->through);
+        ngx_foko_chat_seq_advance(sn);
+    }
+
+    if (sn && stored > sn->acked) {
+        sn->acked = stored;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}

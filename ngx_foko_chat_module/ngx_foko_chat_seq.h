@@ -42,6 +42,10 @@ void ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
 /* every seq up to it is stored; -1 if not known; with the zone locked */
 int64_t ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh,
     u_char *channel);
+/* "seq" is stored by others, and MongoDB has seqs up to "stored" */
+void ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t seq, int64_t stored);
+
 /* the same, taking the lock */
 int64_t ngx_foko_chat_seq_through(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel);
