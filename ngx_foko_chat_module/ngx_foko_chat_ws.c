@@ -3240,8 +3240,14 @@ ngx_foko_chat_ws_flush(ngx_foko_chat_ws_t *ws)
 
         ws->shut = 1;
 
-        if (shutdown(c->fd, SHUT_WR) == -1) {
-            return NGX_ERROR;
+#if (NGX_SSL)
+        if (c->ssl == NULL)
+#endif
+        {
+            /* over TLS, the close_notify comes with the connection's end */
+            if (shutdown(c->fd, SHUT_WR) == -1) {
+                return NGX_ERROR;
+            }
         }
 
         c->read->handler = ngx_foko_chat_ws_linger;
