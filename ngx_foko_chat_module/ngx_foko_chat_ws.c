@@ -2698,12 +2698,30 @@ ngx_foko_chat_ws_event(ngx_foko_chat_event_t *ev)
     }
 
     if (ev->kind == NGX_FOKO_CHAT_EV_MESSAGE) {
-        ngx_foko_chat_ws_deliver(chan, ev->seq, ev->json, ev->json_len);
 
         if (ev->through > chan->through) {
             chan->through = ev->through;
         }
 
+        if (ngx_queue_empty(&chan->held)
+            && (chan->delivered < 0 || ev->seq == chan->delivered + 1)
+            && ev->seq <= chan->through)
+        {
+            /* in order, as almost always: framed and sent at once */
+
+            chan->delivered = ev->seq;
+
+            f = ngx_foko_chat_ws_frame(NGX_FOKO_CHAT_WS_TEXT, ev->json,
+                                       ev->json_len);
+            if (f) {
+                ngx_foko_chat_ws_to_channel(chan, f, NULL, ev->seq);
+                ngx_foko_chat_ws_frame_put(f);
+            }
+
+            return;
+        }
+
+        ngx_foko_chat_ws_deliver(chan, ev->seq, ev->json, ev->json_len);
         ngx_foko_chat_ws_release_held(chan);
         return;
     }
