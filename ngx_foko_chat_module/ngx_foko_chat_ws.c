@@ -234,7 +234,11 @@ static void ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token,
     size_t len);
 static void ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
+static void ngx_foko_chat_ws_auth_seq_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task);
+static ngx_int_t ngx_foko_chat_ws_auth_seqs(ngx_foko_chat_ws_t *ws,
+    ngx_foko_chat_task_t *task);
 static void ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws,
     ngx_foko_chat_ws_job_t *job);
 static void ngx_foko_chat_ws_send(ngx_foko_chat_ws_t *ws,
@@ -1452,6 +1456,8 @@ ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
         return;
     }
 
+    /* which counters the zone lacks is seen on the event loop */
+
     job->max_seq = malloc(job->nchannels * sizeof(int64_t));
     if (job->max_seq == NULL) {
         job->rc = NGX_ERROR;
@@ -1459,6 +1465,27 @@ ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
     }
 
     for (i = 0; i < job->nchannels; i++) {
+        job->max_seq[i] = -1;
+    }
+}
+
+
+/* the highest stored seqs of the channels whose counters the zone lacks */
+
+static void
+ngx_foko_chat_ws_auth_seq_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_ws_job_t  *job = task->data;
+
+    ngx_uint_t  i;
+
+    job->rc = NGX_OK;
+
+    for (i = 0; i < job->nchannels; i++) {
+        if (job->max_seq[i] != -2) {
+            continue;
+        }
+
         if (ngx_foko_chat_store_messages_max_seq(job->channels[i].id,
                                                  &job->max_seq[i], job->err)
             != NGX_OK)
@@ -1483,6 +1510,13 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
 
     if (ws == NULL) {
         ngx_foko_chat_ws_job_release(job);
+        return NGX_OK;
+    }
+
+    if (!task->failed && job->rc == NGX_OK && job->max_seq
+        && ngx_foko_chat_ws_auth_seqs(ws, task) == NGX_AGAIN)
+    {
+        /* a second round for the counters the zone lacks */
         return NGX_OK;
     }
 
@@ -1553,6 +1587,52 @@ flush:
 }
 
 
+/*
+ * The counters of the user's channels: those the zone has are used as
+ * they are; for the others the task goes again to read MongoDB's highest
+ * seqs (NGX_AGAIN).  Most connections find them all in the zone.
+ */
+
+static ngx_int_t
+ngx_foko_chat_ws_auth_seqs(ngx_foko_chat_ws_t *ws, ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_ws_job_t  *job = task->data;
+
+    ngx_uint_t                missing, i;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    shm = ws->fmcf->shm_zone->data;
+    missing = 0;
+
+    for (i = 0; i < job->nchannels; i++) {
+        if (job->max_seq[i] >= 0) {
+            /* read just now */
+            continue;
+        }
+
+        if (ngx_foko_chat_seq_last(shm, job->channels[i].id) < 0) {
+            job->max_seq[i] = -2;
+            missing++;
+        }
+    }
+
+    if (missing == 0 || task->run == ngx_foko_chat_ws_auth_seq_run) {
+        return NGX_OK;
+    }
+
+    task->run = ngx_foko_chat_ws_auth_seq_run;
+
+    if (ngx_foko_chat_task_post(task, ws->fmcf->storage_pool.pool)
+        != NGX_OK)
+    {
+        task->failed = 1;
+        return NGX_OK;
+    }
+
+    return NGX_AGAIN;
+}
+
+
 /* subscribed to every channel of the user: "ready" */
 
 static void
@@ -1571,8 +1651,10 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
     shm = ws->fmcf->shm_zone->data;
 
     for (i = 0; i < job->nchannels; i++) {
-        if (ngx_foko_chat_seq_load(shm, job->channels[i].id, job->max_seq[i])
-            != NGX_OK)
+        if (job->max_seq[i] >= 0
+            && ngx_foko_chat_seq_load(shm, job->channels[i].id,
+                                      job->max_seq[i])
+               != NGX_OK)
         {
             ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
                                     "the server is out of memory");
