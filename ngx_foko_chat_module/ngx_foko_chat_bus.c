@@ -501,14 +501,6 @@ ngx_foko_chat_bus_read(ngx_event_t *ev)
 
     ctx = c->data;
 
-    if (ngx_foko_chat_bus_slot < NGX_FOKO_CHAT_BUS_SLOTS
-        && ngx_foko_chat_bus_stamp == ctx->sh->bus_stamp)
-    {
-        /* before reading: an event published from now on wakes us again */
-        ctx->sh->bus_wake[ngx_foko_chat_bus_slot] = 0;
-        ngx_memory_barrier();
-    }
-
     for ( ;; ) {
         n = recv(c->fd, buf, sizeof(buf), 0);
 
@@ -522,6 +514,19 @@ ngx_foko_chat_bus_read(ngx_event_t *ev)
 
             break;
         }
+    }
+
+    /*
+     * After the wakes are read and before the log is: a publisher that
+     * still saw the flag set appended its event before this, so the log
+     * has it; one that sees it clear sends a new wake.
+     */
+
+    if (ngx_foko_chat_bus_slot < NGX_FOKO_CHAT_BUS_SLOTS
+        && ngx_foko_chat_bus_stamp == ctx->sh->bus_stamp)
+    {
+        ctx->sh->bus_wake[ngx_foko_chat_bus_slot] = 0;
+        ngx_memory_barrier();
     }
 
     ngx_foko_chat_bus_consume(&ngx_foko_chat_bus_local);

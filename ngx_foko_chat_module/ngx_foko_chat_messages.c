@@ -184,6 +184,7 @@ static ngx_int_t ngx_foko_chat_writer_reseq(ngx_foko_chat_shm_ctx_t *shm,
 
 
 static ngx_foko_chat_writer_t  ngx_foko_chat_writer;
+static ngx_connection_t        ngx_foko_chat_writer_conn;
 
 
 /*
@@ -217,6 +218,11 @@ ngx_foko_chat_messages_init_process(ngx_cycle_t *cycle)
      * whenever the queue is not empty, also while a batch is in its
      * thread).  worker_shutdown_timeout bounds that.
      */
+
+    /* a debug log reads an event's data as a connection: give it one */
+    ngx_foko_chat_writer.retry.data = &ngx_foko_chat_writer_conn;
+    ngx_foko_chat_writer.hold.data = &ngx_foko_chat_writer_conn;
+    ngx_foko_chat_writer_conn.fd = (ngx_socket_t) -1;
 
     ngx_foko_chat_writer.retry.handler = ngx_foko_chat_writer_retry;
     ngx_foko_chat_writer.retry.log = cycle->log;

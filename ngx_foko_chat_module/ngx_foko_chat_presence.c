@@ -174,11 +174,14 @@ ngx_uint_t
 ngx_foko_chat_presence_sweep(ngx_foko_chat_shm_ctx_t *ctx, u_char *users,
     ngx_uint_t max)
 {
+    ngx_pid_t                       dead, alive;
     ngx_uint_t                      n;
     ngx_rbtree_node_t              *node, *next, *root, *sentinel;
     ngx_foko_chat_presence_node_t  *pn;
 
     n = 0;
+    dead = 0;
+    alive = ngx_pid;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -193,10 +196,19 @@ ngx_foko_chat_presence_sweep(ngx_foko_chat_shm_ctx_t *ctx, u_char *users,
         next = ngx_rbtree_next(&ctx->sh->presence, node);
         pn = ngx_foko_chat_presence_of(node);
 
-        if (pn->pid == ngx_pid
-            || kill(pn->pid, 0) == 0 || ngx_errno != NGX_ESRCH)
-        {
+        /* a worker's nodes are many: the last answers are remembered */
+
+        if (pn->pid == alive) {
             continue;
+        }
+
+        if (pn->pid != dead) {
+            if (kill(pn->pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+                alive = pn->pid;
+                continue;
+            }
+
+            dead = pn->pid;
         }
 
         ngx_rbtree_delete(&ctx->sh->presence, node);

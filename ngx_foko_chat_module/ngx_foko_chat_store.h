@@ -130,6 +130,9 @@ ngx_int_t ngx_foko_chat_store_channel_find_direct(
 /* the channels "user" is a member of: *found is an array of them */
 ngx_int_t ngx_foko_chat_store_channels_of(u_char *user,
     ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err);
+/* the same with no member lists (nmembers 0) */
+ngx_int_t ngx_foko_chat_store_channel_ids_of(u_char *user,
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err);
 /* the "limit" newest channels */
 ngx_int_t ngx_foko_chat_store_channels_recent(ngx_uint_t limit,
     ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err);

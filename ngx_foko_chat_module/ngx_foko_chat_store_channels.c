@@ -528,6 +528,35 @@ ngx_foko_chat_store_channels_of(u_char *user,
 }
 
 
+/* the same without the member lists: for a user of a large channel */
+
+ngx_int_t
+ngx_foko_chat_store_channel_ids_of(u_char *user,
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err)
+{
+    bson_t      *filter, *opts;
+    ngx_int_t    rc;
+    bson_oid_t   oid;
+
+    *found = NULL;
+    *n = 0;
+
+    if (ngx_foko_chat_store_oid(user, &oid) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    filter = BCON_NEW("members", BCON_OID(&oid));
+    opts = BCON_NEW("projection", "{", "members", BCON_INT32(0), "}");
+
+    rc = ngx_foko_chat_store_channels_list(filter, opts, found, n, err);
+
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    return rc;
+}
+
+
 /* the newest channels, for warming the cache up at start */
 
 ngx_int_t

@@ -305,6 +305,7 @@ static void ngx_foko_chat_ws_flush_all(ngx_event_t *ev);
 static ngx_int_t ngx_foko_chat_ws_flush(ngx_foko_chat_ws_t *ws);
 static void ngx_foko_chat_ws_finish(ngx_foko_chat_ws_t *ws, ngx_uint_t code,
     const char *reason);
+static void ngx_foko_chat_ws_drop(ngx_foko_chat_ws_t *ws);
 static void ngx_foko_chat_ws_free(ngx_foko_chat_ws_t *ws);
 
 
@@ -325,8 +326,12 @@ static ngx_queue_t                   ngx_foko_chat_ws_all;
 static u_char                       *ngx_foko_chat_ws_buf;
 static ngx_event_t                   ngx_foko_chat_ws_sweep_ev;
 
+/* what the timers' and posted events' data points to, for debug logs */
+static ngx_connection_t              ngx_foko_chat_ws_no_conn;
+
 
 #define NGX_FOKO_CHAT_WS_SWEEP_MAX      256     /* users, a sweep */
+#define NGX_FOKO_CHAT_WS_SWEEP          5000    /* ms between sweeps */
 
 
 /* users whose connections died with a worker: their channels, from MongoDB */
@@ -350,8 +355,11 @@ ngx_foko_chat_ws_init_process(ngx_cycle_t *cycle)
     ngx_queue_init(&ngx_foko_chat_ws_dirty);
     ngx_queue_init(&ngx_foko_chat_ws_all);
 
+    ngx_foko_chat_ws_no_conn.fd = (ngx_socket_t) -1;
+
     ngx_foko_chat_ws_flush_ev.handler = ngx_foko_chat_ws_flush_all;
     ngx_foko_chat_ws_flush_ev.log = cycle->log;
+    ngx_foko_chat_ws_flush_ev.data = &ngx_foko_chat_ws_no_conn;
 
     ngx_foko_chat_ws_buf = ngx_alloc(NGX_FOKO_CHAT_WS_READ_BUF, cycle->log);
     if (ngx_foko_chat_ws_buf == NULL) {
@@ -362,6 +370,7 @@ ngx_foko_chat_ws_init_process(ngx_cycle_t *cycle)
 
     ngx_foko_chat_ws_sweep_ev.handler = ngx_foko_chat_ws_sweep;
     ngx_foko_chat_ws_sweep_ev.log = cycle->log;
+    ngx_foko_chat_ws_sweep_ev.data = &ngx_foko_chat_ws_no_conn;
     ngx_foko_chat_ws_sweep_ev.cancelable = 1;
 
     if (ngx_foko_chat_shm_cycle(cycle)) {
@@ -886,6 +895,7 @@ ngx_foko_chat_ws_handshake_write(ngx_event_t *wev)
 static void
 ngx_foko_chat_ws_take_over(ngx_http_request_t *r, ngx_foko_chat_ws_t *ws)
 {
+    int                     sndbuf;
     u_char                 *early;
     size_t                  len;
     ngx_buf_t              *b;
@@ -955,6 +965,21 @@ ngx_foko_chat_ws_take_over(ngx_http_request_t *r, ngx_foko_chat_ws_t *ws)
 
     c->read->handler = ngx_foko_chat_ws_read;
     c->write->handler = ngx_foko_chat_ws_write;
+
+    /*
+     * The kernel's share of a slow client's output is bounded too: its
+     * send buffer would otherwise grow to megabytes before our queue does.
+     */
+
+    sndbuf = (int) ws->fmcf->ws_buffer;
+
+    if (setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, (const void *) &sndbuf,
+                   sizeof(int))
+        == -1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, c->log, ngx_socket_errno,
+                      "setsockopt(SO_SNDBUF) failed");
+    }
 
     ngx_queue_insert_tail(&ngx_foko_chat_ws_all, &ws->user_link);
     ngx_foko_chat_ws_nconns++;
@@ -1444,8 +1469,8 @@ ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
         return;
     }
 
-    if (ngx_foko_chat_store_channels_of(job->user, &job->channels,
-                                        &job->nchannels, job->err)
+    if (ngx_foko_chat_store_channel_ids_of(job->user, &job->channels,
+                                           &job->nchannels, job->err)
         != NGX_OK)
     {
         job->rc = NGX_ERROR;
@@ -1685,6 +1710,12 @@ ngx_foko_chat_ws_ready(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_job_t *job)
         user->grace.handler = ngx_foko_chat_ws_grace;
         user->grace.data = user;
         user->grace.log = ngx_cycle->log;
+
+        /*
+         * A worker that shuts down does not wait: the workers of the
+         * zone see to the users it leaves (ngx_foko_chat_ws_sweep).
+         */
+        user->grace.cancelable = 1;
 
         ngx_rbtree_insert(&ngx_foko_chat_ws_users, node);
     }
@@ -2570,8 +2601,9 @@ ngx_foko_chat_ws_presence(ngx_foko_chat_ws_user_t *user, u_char *channels,
 
 
 /*
- * The users who were online only through a worker that died: each gets
- * "offline" in the channels MongoDB says are theirs.
+ * Every few seconds: the users who were online only through workers that
+ * are gone (one that died, or one that shut down before its grace periods
+ * ended) get "offline" in the channels MongoDB says are theirs.
  */
 
 static void
@@ -2586,6 +2618,10 @@ ngx_foko_chat_ws_sweep(ngx_event_t *ev)
     fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_foko_chat_module);
 
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, NGX_FOKO_CHAT_WS_SWEEP);
+    }
+
     users = ngx_alloc(NGX_FOKO_CHAT_WS_SWEEP_MAX * 24, ev->log);
     if (users == NULL) {
         return;
@@ -2598,9 +2634,9 @@ ngx_foko_chat_ws_sweep(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                  "foko chat: %ui users were online through a worker that "
-                  "died; they go offline", n);
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "foko chat: %ui users were online only through workers "
+                  "that are gone; they go offline", n);
 
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_ws_sweep_t),
                                      ngx_cycle->log);
@@ -2635,8 +2671,9 @@ ngx_foko_chat_ws_sweep_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
     ngx_uint_t  i;
 
     for (i = 0; i < sw->n; i++) {
-        if (ngx_foko_chat_store_channels_of(sw->users[i], &sw->channels[i],
-                                            &sw->nchannels[i], sw->err)
+        if (ngx_foko_chat_store_channel_ids_of(sw->users[i],
+                                               &sw->channels[i],
+                                               &sw->nchannels[i], sw->err)
             != NGX_OK)
         {
             sw->channels[i] = NULL;
@@ -3083,6 +3120,22 @@ ngx_foko_chat_ws_queue(ngx_foko_chat_ws_t *ws, ngx_foko_chat_ws_frame_buf_t *f)
         return;
     }
 
+    if ((ws->out_bytes + f->len > ws->fmcf->ws_buffer
+         || ws->out_n == NGX_FOKO_CHAT_WS_OUT_MAX)
+        && ws->connection->write->ready)
+    {
+        /* what the socket takes now does not count */
+
+        if (ngx_foko_chat_ws_flush(ws) != NGX_OK) {
+            ngx_foko_chat_ws_drop(ws);
+            return;
+        }
+
+        if (ws->closing) {
+            return;
+        }
+    }
+
     if (ws->out_bytes + f->len > ws->fmcf->ws_buffer
         || ws->out_n == NGX_FOKO_CHAT_WS_OUT_MAX)
     {
@@ -3438,8 +3491,18 @@ ngx_foko_chat_ws_finish(ngx_foko_chat_ws_t *ws, ngx_uint_t code,
         ngx_free(f);
     }
 
-    /* no close frame: the connection just goes, on the next flush */
+    /* no close frame: the connection just goes */
 
+    ngx_foko_chat_ws_drop(ws);
+}
+
+
+/* the connection is freed on the next flush round, out of any loop */
+
+static void
+ngx_foko_chat_ws_drop(ngx_foko_chat_ws_t *ws)
+{
+    ws->closing = 1;
     ws->shut = 1;
     ws->connection->error = 1;
 
