@@ -3388,6 +3388,15 @@ ngx_foko_chat_ws_flush(ngx_foko_chat_ws_t *ws)
         ngx_del_timer(c->write);
     }
 
+    /* an idle connection keeps no output ring */
+
+    if (ws->out) {
+        ngx_free(ws->out);
+        ws->out = NULL;
+        ws->out_size = 0;
+        ws->out_head = 0;
+    }
+
     if (ws->closing && !ws->shut) {
         /* the close frame is out: the client closes, or we do soon */
 
