@@ -244,9 +244,10 @@ ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
 
 ngx_int_t
 ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
-    json_t *message, ngx_uint_t kind)
+    json_t *message, char *dumped, ngx_uint_t kind)
 {
     char                           *json, *text;
+    size_t                          len;
     json_t                         *seq, *event;
     ngx_int_t                       rc;
     const char                     *channel;
@@ -262,6 +263,12 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    /* serialized before the zone is locked, for the ring */
+    text = dumped ? dumped : json_dumps(message, JSON_COMPACT);
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
     json = NULL;
     ngx_memzero(&ev, sizeof(ngx_foko_chat_event_t));
 
@@ -273,17 +280,29 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
                               "channel_id", channel,
                               "id", json_object_get(message, "id"),
                               "seq", seq);
+            json = event ? json_dumps(event, JSON_COMPACT) : NULL;
+            json_decref(event);
+
         } else {
-            event = json_pack("{s:s,s:O}", "type",
-                              (kind == NGX_FOKO_CHAT_CACHE_NEW)
-                              ? "message" : "message_updated",
-                              "message", message);
+            /* {"type":"message","message":<the ring's text>} */
+            len = ngx_strlen(text);
+            json = malloc(sizeof("{\"type\":\"message_updated\","
+                                 "\"message\":}") + len);
+
+            if (json) {
+                ngx_sprintf((u_char *) json,
+                            "{\"type\":\"%s\",\"message\":%*s}%Z",
+                            (kind == NGX_FOKO_CHAT_CACHE_NEW)
+                            ? "message" : "message_updated",
+                            len, text);
+            }
         }
 
-        json = event ? json_dumps(event, JSON_COMPACT) : NULL;
-        json_decref(event);
-
         if (json == NULL) {
+            if (text != dumped) {
+                free(text);
+            }
+
             return NGX_ERROR;
         }
 
@@ -294,9 +313,6 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
         ev.json = (u_char *) json;
         ev.json_len = ngx_strlen(json);
     }
-
-    /* serialized before the zone is locked, for the ring */
-    text = json_dumps(message, JSON_COMPACT);
 
     rc = NGX_OK;
 
@@ -327,7 +343,9 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    free(text);
+    if (text != dumped) {
+        free(text);
+    }
 
     if (json) {
         free(json);

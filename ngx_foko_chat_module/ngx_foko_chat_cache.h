@@ -49,10 +49,11 @@ void ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx,
 /*
  * An acknowledged, edited or deleted message: its seq is marked stored, it
  * goes into the ring if the channel is cached, and unless "kind" is QUIET
- * its event is published to every worker at the same moment.
+ * its event is published to every worker at the same moment.  "dumped",
+ * if not NULL, is the message serialized already (JSON_COMPACT).
  */
 ngx_int_t ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
-    json_t *message, ngx_uint_t kind);
+    json_t *message, char *dumped, ngx_uint_t kind);
 
 /*
  * A page of history from the ring, as GET .../messages defines it (after

@@ -16,11 +16,9 @@ ngx_int_t
 ngx_foko_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body)
 {
-    char         *text;
-    size_t        len;
-    ngx_buf_t    *b;
-    ngx_int_t     rc;
-    ngx_chain_t   out;
+    char       *text;
+    ngx_str_t   t;
+    ngx_int_t   rc;
 
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -33,17 +31,51 @@ ngx_foko_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    len = ngx_strlen(text);
+    t.data = (u_char *) text;
+    t.len = ngx_strlen(text);
 
-    b = ngx_create_temp_buf(r->pool, len + 1);
+    rc = ngx_foko_chat_json_send_text(r, status, NULL, &t, NULL);
+
+    free(text);
+
+    return rc;
+}
+
+
+/*
+ * Sends prefix, text and suffix, one JSON document serialized already
+ * (a message's text inside {"message": ...}), as the whole response.
+ */
+
+ngx_int_t
+ngx_foko_chat_json_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *prefix, ngx_str_t *text, ngx_str_t *suffix)
+{
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_int_t     rc;
+    ngx_chain_t   out;
+
+    len = text->len + 1;
+    len += prefix ? prefix->len : 0;
+    len += suffix ? suffix->len : 0;
+
+    b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
-        free(text);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->last, text, len);
+    if (prefix) {
+        b->last = ngx_cpymem(b->last, prefix->data, prefix->len);
+    }
+
+    b->last = ngx_cpymem(b->last, text->data, text->len);
+
+    if (suffix) {
+        b->last = ngx_cpymem(b->last, suffix->data, suffix->len);
+    }
+
     *b->last++ = '\n';
-    free(text);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

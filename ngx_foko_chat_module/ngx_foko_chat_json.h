@@ -15,6 +15,8 @@
 
 ngx_int_t ngx_foko_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body);
+ngx_int_t ngx_foko_chat_json_send_text(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *prefix, ngx_str_t *text, ngx_str_t *suffix);
 json_t *ngx_foko_chat_json_error(const char *code, const char *message);
 ngx_int_t ngx_foko_chat_json_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);

@@ -1404,7 +1404,7 @@ ngx_foko_chat_messages_update_done(ngx_foko_chat_task_t *task)
     }
 
     (void) ngx_foko_chat_cache_put_message(
-               ngx_foko_chat_shm_get(task->request), op->result,
+               ngx_foko_chat_shm_get(task->request), op->result, NULL,
                op->remove ? NGX_FOKO_CHAT_CACHE_DELETED
                           : NGX_FOKO_CHAT_CACHE_UPDATED);
 
@@ -1945,14 +1945,21 @@ ngx_foko_chat_writer_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 }
 
 
+/* the answer to a post: {"message": <the message>} */
+static ngx_str_t  ngx_foko_chat_post_prefix = ngx_string("{\"message\":");
+static ngx_str_t  ngx_foko_chat_post_suffix = ngx_string("}");
+
+
 static ngx_int_t
 ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
 {
     ngx_foko_chat_batch_t  *batch = task->data;
 
+    char                     *text;
     json_t                   *body;
-    ngx_uint_t                i;
-    ngx_queue_t              *q, again;
+    ngx_str_t                 t;
+    ngx_uint_t                i, reseq;
+    ngx_queue_t              *q, again, done;
     ngx_connection_t         *c;
     ngx_http_request_t       *r;
     ngx_foko_chat_shm_ctx_t  *shm;
@@ -2006,10 +2013,33 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
 
     ngx_foko_chat_writer.backoff = NGX_FOKO_CHAT_RETRY_MIN;
 
+    /*
+     * The next batch goes to MongoDB before this one's posts are answered,
+     * so that MongoDB does not wait for the answers; unless some post must
+     * be written again with a new seq, ahead of the waiting ones.
+     */
+
+    ngx_queue_init(&done);
+    reseq = 0;
+
     for (i = 0; !ngx_queue_empty(&ngx_foko_chat_writer.writing); i++) {
         q = ngx_queue_head(&ngx_foko_chat_writer.writing);
         ngx_queue_remove(q);
+        ngx_queue_insert_tail(&done, q);
         ngx_foko_chat_writer.nwriting--;
+
+        if (batch->status[i] == NGX_FOKO_CHAT_SEQ_TAKEN) {
+            reseq = 1;
+        }
+    }
+
+    if (!reseq) {
+        ngx_foko_chat_writer_kick();
+    }
+
+    for (i = 0; !ngx_queue_empty(&done); i++) {
+        q = ngx_queue_head(&done);
+        ngx_queue_remove(q);
 
         p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
         r = p->request;
@@ -2028,22 +2058,29 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
             batch->status[i] = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        text = NULL;
+
         if (batch->status[i] == NGX_HTTP_INTERNAL_SERVER_ERROR) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                           "foko chat: a message collides with a stored "
                           "one of the same seq");
 
-        } else if (shm) {
-            if (batch->tombs[i]) {
+        } else {
+            /* one serialization for the ring, the event and the answer */
+            text = json_dumps(batch->messages[i], JSON_COMPACT);
+
+            if (shm && batch->tombs[i]) {
                 /* the seq is the tombstone's; the message is older */
                 (void) ngx_foko_chat_cache_put_message(shm, batch->tombs[i],
+                                                   NULL,
                                                    NGX_FOKO_CHAT_CACHE_NEW);
                 (void) ngx_foko_chat_cache_put_message(shm,
-                                                   batch->messages[i],
+                                                   batch->messages[i], text,
                                                    NGX_FOKO_CHAT_CACHE_QUIET);
-            } else {
+
+            } else if (shm) {
                 (void) ngx_foko_chat_cache_put_message(shm,
-                                                   batch->messages[i],
+                                                   batch->messages[i], text,
                                                    NGX_FOKO_CHAT_CACHE_NEW);
             }
         }
@@ -2063,6 +2100,15 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
             if (batch->status[i] == NGX_HTTP_INTERNAL_SERVER_ERROR) {
                 ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
 
+            } else if (text) {
+                t.data = (u_char *) text;
+                t.len = ngx_strlen(text);
+                ngx_http_finalize_request(r,
+                    ngx_foko_chat_json_send_text(r, batch->status[i],
+                                                 &ngx_foko_chat_post_prefix,
+                                                 &t,
+                                                 &ngx_foko_chat_post_suffix));
+
             } else {
                 body = json_pack("{s:O}", "message", batch->messages[i]);
                 ngx_http_finalize_request(r,
@@ -2072,6 +2118,7 @@ ngx_foko_chat_writer_done(ngx_foko_chat_task_t *task)
             ngx_http_run_posted_requests(c);
         }
 
+        free(text);
         json_decref(batch->messages[i]);
         json_decref(batch->tombs[i]);
         json_decref(p->message);
