@@ -566,9 +566,16 @@ ngx_foko_chat_store_channels_recent(ngx_uint_t limit,
     bson_t     *filter, *opts;
     ngx_int_t   rc;
 
+    /*
+     * One batch, as far as 16 MB allow.  In benchmark runs FerretDB 1.24
+     * lost this cursor between batches (its connection handler failed,
+     * and the next getMore found no cursor): the cache was not warmed up.
+     */
+
     filter = bson_new();
     opts = BCON_NEW("sort", "{", "_id", BCON_INT32(-1), "}",
-                    "limit", BCON_INT64((int64_t) limit));
+                    "limit", BCON_INT64((int64_t) limit),
+                    "batchSize", BCON_INT64((int64_t) limit));
 
     rc = ngx_foko_chat_store_channels_list(filter, opts, found, n, err);
 
