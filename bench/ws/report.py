@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Summaries of ws-load results, written by bench/ws/run.sh.
 
-    report.py --wrap --scenario S --target T --rep N --workers N [--ladder]
-              RAW < ws-load output
+    report.py --wrap --scenario S --target T --rep N --workers N
+              [--ladder | --names A,B,...] [--connect NAME] RAW < output
                                        appends ws-load's lines to RAW (with
                                        --ladder, one scenario per rate step:
-                                       S-r<step>) and prints one line each
+                                       S-r<step>; with --names, the steps'
+                                       names) and prints one line each;
+                                       --connect records the connection
+                                       phase (time, memory) as NAME
     report.py --out FILE --meta JSON RAW
                                        medians per scenario and target,
                                        module/nchan ratios, a table
@@ -87,10 +90,10 @@ def one_line(rec):
         return head + " no result (the tool printed nothing)"
     if r.get("mode") == "idle":
         return (head + " %d ready, %d failed, connect %.1f s, settle %.1f s,"
-                " RSS +%.0f B/conn (anon +%.0f)"
+                " %d events, RSS +%.0f B/conn (anon +%.0f)"
                 % (r["ready"], r["connect_failed"], r["connect_s"],
-                   r["settle_s"], r["rss_bytes_per_conn"],
-                   r["anon_bytes_per_conn"]))
+                   r["settle_s"], r.get("events_during_connect", 0),
+                   r["rss_bytes_per_conn"], r["anon_bytes_per_conn"]))
     s = (head + " offered %.0f/s delivered %.0f/s, p50 %.1f p99 %.1f max"
          " %.1f ms, loss %d, %.2f us CPU/delivery (nginx %.2f db %.2f"
          " tool %.2f cores)"
@@ -181,17 +184,22 @@ def sustained(rows):
     return out
 
 
+def is_idle(s):
+    return s.startswith("idle") or s.startswith("connect")
+
+
 def table(rows, ratios):
+    load = [r for r in rows if not is_idle(r["scenario"])]
+    idle = [r for r in rows if is_idle(r["scenario"])]
     lines = []
     lines.append("| workers | scenario | target | offered deliv/s |"
                  " delivered/s | p50 ms | p99 ms | max ms | loss |"
-                 " nginx us/deliv | nginx cores | db cores | tool cores |"
-                 " B/conn |")
+                 " nginx us/deliv | nginx cores | db cores | tool cores |")
     lines.append("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"
-                 " ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
+                 " ---: | ---: | ---: | ---: | ---: |")
+    for r in load:
         lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |"
-                     " %s | %s | %s | %s |"
+                     " %s | %s | %s |"
                      % (r["workers"], r["scenario"], r["target"],
                         fmt(r["offered_deliveries_per_s"], 0),
                         fmt(r["delivered_per_s"], 0),
@@ -199,25 +207,37 @@ def table(rows, ratios):
                         fmt(r["latency_max_ms"]), fmt(r["loss_total"]),
                         fmt(r["server_cpu_us_per_delivery"]),
                         fmt(r["server_cpu_cores"]), fmt(r["db_cpu_cores"]),
-                        fmt(r["tool_cpu_cores"]),
-                        fmt(r["rss_bytes_per_conn"], 0)
-                        if r["scenario"].startswith("idle") else "-"))
+                        fmt(r["tool_cpu_cores"])))
+    if idle:
+        lines.append("")
+        lines.append("| workers | connections | target | ready | connect s |"
+                     " settle s | RSS B/conn | anon B/conn |")
+        lines.append("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for r in idle:
+            lines.append("| %d | %s | %s | %s | %s | %s | %s | %s |"
+                         % (r["workers"], r["scenario"], r["target"],
+                            fmt(r["ready"], 0), fmt(r["connect_s"]),
+                            fmt(r["settle_s"]),
+                            fmt(r["rss_bytes_per_conn"], 0),
+                            fmt(r["anon_bytes_per_conn"], 0)))
     if ratios:
         lines.append("")
         lines.append("module / nchan (medians):")
         lines.append("")
         lines.append("| workers | scenario | delivered/s | p50 | p99 |"
-                     " nginx us/deliv | B/conn |")
+                     " nginx us/deliv | RSS B/conn |")
         lines.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
         for q in ratios:
+            idl = is_idle(q["scenario"])
             lines.append("| %d | %s | %s | %s | %s | %s | %s |"
                          % (q["workers"], q["scenario"],
-                            fmt(q["delivered_per_s"], 2),
-                            fmt(q["latency_p50_ms"], 2),
-                            fmt(q["latency_p99_ms"], 2),
-                            fmt(q["server_cpu_us_per_delivery"], 2),
-                            fmt(q["rss_bytes_per_conn"], 2)
-                            if q["scenario"].startswith("idle") else "-"))
+                            "-" if idl else fmt(q["delivered_per_s"], 2),
+                            "-" if idl else fmt(q["latency_p50_ms"], 2),
+                            "-" if idl else fmt(q["latency_p99_ms"], 2),
+                            "-" if idl
+                            else fmt(q["server_cpu_us_per_delivery"], 2),
+                            fmt(q["rss_bytes_per_conn"], 2) if idl
+                            else "-"))
     return "\n".join(lines)
 
 
@@ -229,6 +249,8 @@ def main():
     p.add_argument("--rep", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--ladder", action="store_true")
+    p.add_argument("--names")
+    p.add_argument("--connect")
     p.add_argument("--out")
     p.add_argument("--meta", default="{}")
     p.add_argument("raw")
@@ -244,9 +266,23 @@ def main():
                 except ValueError:
                     pass
         recs = []
-        for r in got:
+        names = a.names.split(",") if a.names else []
+        if a.connect and got:
+            # the connection phase alone, as an idle measurement
+            c = {k: v for k, v in got[0].items()
+                 if k in ("tool", "target", "label", "aborted", "pids",
+                          "subscribers", "ready", "slow", "connect_failed",
+                          "connect_s", "settle_s", "events_during_connect",
+                          "rss_kb", "rss_bytes_per_conn",
+                          "anon_bytes_per_conn")}
+            c["mode"] = "idle"
+            recs.append({"scenario": a.connect, "target": a.target,
+                         "rep": a.rep, "workers": a.workers, "result": c})
+        for i, r in enumerate(got):
             s = a.scenario
-            if a.ladder:
+            if i < len(names):
+                s = names[i]
+            elif a.ladder:
                 s = "%s-r%g" % (s, r.get("step", 1))
             recs.append({"scenario": s, "target": a.target, "rep": a.rep,
                          "workers": a.workers, "result": r})

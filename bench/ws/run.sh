@@ -3,15 +3,20 @@
 # both loaded into the same nginx, measured by the same tool (ws-load.c) in
 # the same run.  See bench/README.md, section "ws-load".
 #
-#   bench/ws/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
-#                   [--only foko|nchan] [--scenarios LIST] [--no-w2]
-#                   [--state DIR [--setup-only]] [--keep] [--json FILE]
-#                   [--budget S]
+#   bench/ws/run.sh [--quick] [--reps N] [--big-reps N] [--w2-reps N]
+#                   [--mixed-rooms N]
+#                   [--duration S] [--warmup S] [--only foko|nchan]
+#                   [--scenarios LIST] [--state DIR [--setup-only]]
+#                   [--keep] [--json FILE] [--budget S]
 #
 # --quick        a small smoke run (under a minute): 100-member rooms,
 #                one repetition, 2 s windows
+# --reps N       repetitions of fanout1k and slow (5)
+# --big-reps N   repetitions of fanout5k and mixed (1)
+# --w2-reps N    repetitions of fanout1k with two workers (3; 0: none)
+# --mixed-rooms N  small rooms of 5 in the mixed scenario (400)
 # --scenarios    a comma list of: fanout1k, fanout5k, mixed, slow, idle
-# --no-w2        skip the two-worker run
+#                (idle is not in the default list)
 # --state DIR    keep FerretDB's data and the users' tokens in DIR and
 #                reuse them next time (the setup takes long); with
 #                --setup-only, stop once they are made
@@ -31,8 +36,10 @@ reps=5
 duration=8
 warmup=2
 only=
-scenarios=fanout1k,fanout5k,mixed,slow,idle
-w2=1
+scenarios=fanout1k,fanout5k,mixed,slow
+big_reps=1
+w2_reps=3
+mixed_rooms=400
 state=
 setup_only=0
 keep=0
@@ -47,13 +54,15 @@ while [ $# -gt 0 ]; do
         --warmup) warmup=$2; shift 2 ;;
         --only) only=$2; shift 2 ;;
         --scenarios) scenarios=$2; shift 2 ;;
-        --no-w2) w2=0; shift ;;
+        --big-reps) big_reps=$2; shift 2 ;;
+        --w2-reps) w2_reps=$2; shift 2 ;;
+        --mixed-rooms) mixed_rooms=$2; shift 2 ;;
         --state) state=$2; shift 2 ;;
         --setup-only) setup_only=1; shift ;;
         --keep) keep=1; shift ;;
         --json) json_out=$2; shift 2 ;;
         --budget) budget=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -62,7 +71,7 @@ if [ "$quick" = 1 ]; then
     reps=1
     duration=2
     warmup=0.5
-    w2=0
+    w2_reps=0
     # sizes of the smoke run: every room has at most 100 members
     big=100; room1k=100; busy=20; small_rooms=20; small_members=5
     create_max=100
@@ -71,6 +80,9 @@ else
     big=5000; room1k=1000; busy=100; small_rooms=2000; small_members=5
     create_max=2400
     size_tag=full
+fi
+if [ "$mixed_rooms" -gt "$small_rooms" ]; then
+    mixed_rooms=$small_rooms
 fi
 budget=${budget:-$([ "$quick" = 1 ] && echo 55 || echo 14400)}
 
@@ -196,13 +208,64 @@ else
 fi
 
 fport=$(free_port)
-"$ferretdb" --handler=sqlite --sqlite-url="file:$fdir/" \
-    --listen-addr="127.0.0.1:$fport" --state-dir="$fdir" \
-    --debug-addr=- --telemetry=disable --log-level=error \
-    >> "$fdir/ferretdb.log" 2>&1 &
-ferretdb_pid=$!
-wait_port "$fport" "$ferretdb_pid" FerretDB
-mongo_uri="mongodb://127.0.0.1:$fport/foko_chat"
+start_ferretdb() {
+    "$ferretdb" --handler=sqlite --sqlite-url="file:$fdir/" \
+        --listen-addr="127.0.0.1:$fport" --state-dir="$fdir" \
+        --debug-addr=- --telemetry=disable --log-level=error \
+        >> "$fdir/ferretdb.log" 2>&1 &
+    ferretdb_pid=$!
+    wait_port "$fport" "$ferretdb_pid" FerretDB
+}
+start_ferretdb
+base_uri="mongodb://127.0.0.1:$fport"
+mongo_uri="$base_uri/foko_chat"
+
+# With --state, each scenario runs on a database of its own, a copy of the
+# whole setup with only the scenario's channels (see setup.py --prune): on
+# FerretDB, a sign-in reads every channel of the database.
+split=0
+split_tag="v2 1k 5k mixed:$mixed_rooms"
+split_dbs() {
+    local x
+    [ -n "$state" ] && [ -f "$state/rooms.txt" ] || return 0
+    if [ "$(cat "$state/split" 2>/dev/null)" != "$split_tag" ]; then
+        echo "splitting the setup into one database per scenario"
+        kill -TERM "$ferretdb_pid"
+        wait "$ferretdb_pid" 2>/dev/null || true
+        for x in 1k 5k mixed; do
+            rm -f "$fdir/foko_$x.sqlite" "$fdir/foko_$x.sqlite-wal" \
+                "$fdir/foko_$x.sqlite-shm"
+            cp "$fdir/foko_chat.sqlite" "$fdir/foko_$x.sqlite"
+            if [ -f "$fdir/foko_chat.sqlite-wal" ]; then
+                cp "$fdir/foko_chat.sqlite-wal" "$fdir/foko_$x.sqlite-wal"
+            fi
+        done
+        start_ferretdb
+        python3 "$here/setup.py" --prune --mongo "$base_uri/foko_1k" \
+            --rooms "$state/rooms.txt" --keep room1k
+        python3 "$here/setup.py" --prune --mongo "$base_uri/foko_5k" \
+            --rooms "$state/rooms.txt" --keep room5k
+        python3 "$here/setup.py" --prune --mongo "$base_uri/foko_mixed" \
+            --rooms "$state/rooms.txt" --keep "busy,small:$mixed_rooms"
+        echo "$split_tag" > "$state/split"
+    fi
+    split=1
+    mongo_uri="$base_uri/foko_mixed"
+}
+
+# the database of a scenario
+scenario_db() {
+    [ "$split" = 1 ] || return 0
+    case $1 in
+        fanout5k*|*-5000) mongo_uri="$base_uri/foko_5k" ;;
+        mixed*|idle-small*) mongo_uri="$base_uri/foko_mixed" ;;
+        *) mongo_uri="$base_uri/foko_1k" ;;
+    esac
+}
+
+if [ "$setup_only" = 0 ]; then
+    split_dbs
+fi
 
 # ---------------------------------------------------------------- nginx
 
@@ -306,29 +369,21 @@ start_nginx() {
 # At start, the module warms its cache up from MongoDB in the background
 # (the newest 1000 channels, with their members' names): on FerretDB that
 # takes minutes and slows every other query.  Nothing is measured before
-# the workers' storage tasks are done.
+# FerretDB is idle again: under 5% of a core over 5 s.
 wait_warm() {
-    local i n=0 t0
+    local i t0 a b hz
     t0=$(date +%s)
-    for i in $(seq 1 1800); do
-        if python3 - "$nport" <<'PY'
-import json, sys, urllib.request
-u = "http://127.0.0.1:%s/status" % sys.argv[1]
-try:
-    s = json.load(urllib.request.urlopen(u, timeout=5))
-except Exception:
-    sys.exit(1)
-sys.exit(0 if s.get("tasks", {}).get("in_flight", 1) == 0 else 1)
-PY
-        then
-            n=$((n + 1))
-            [ "$n" -ge 3 ] && break
-        else
-            n=0
+    hz=$(getconf CLK_TCK)
+    sleep 10
+    for i in $(seq 1 720); do
+        a=$(awk '{print $14 + $15}' "/proc/$ferretdb_pid/stat")
+        sleep 5
+        b=$(awk '{print $14 + $15}' "/proc/$ferretdb_pid/stat")
+        if [ $(( (b - a) * 100 / (5 * hz) )) -lt 5 ]; then
+            break
         fi
-        sleep 1
     done
-    echo "module idle after $(( $(date +%s) - t0 )) s"
+    echo "FerretDB idle after $(( $(date +%s) - t0 )) s"
 }
 
 # new workers with the configuration written again, through a reload: the
@@ -414,8 +469,13 @@ if [[ " $targets " == *" foko "* ]]; then
 fi
 
 if [ "$setup_only" = 1 ]; then
+    split_dbs
     echo "setup done: $state"
     exit 0
+fi
+if [ "$split" = 0 ]; then
+    # made just now
+    split_dbs
 fi
 
 # ---------------------------------------------------------------- runs
@@ -428,16 +488,23 @@ raw=$tmp/raw.jsonl
 : > "$raw"
 skipped=0
 
-# one call of the tool: measure TARGET SCENARIO REP [--ladder] ARGS...
+# one call of the tool, on fresh workers (a reload):
+#   measure TARGET SCENARIO REP [--ladder] [--names A,B] [--connect NAME] ARGS
 # With --ladder, the tool's --steps are rates over the same connections and
-# each step is recorded as SCENARIO-r<rate>.
+# each step is recorded as SCENARIO-r<rate>; --names names the steps
+# instead; --connect records the connection phase (time, memory per
+# connection) as NAME.  After the module, its messages are deleted again.
 measure() {
-    local target=$1 scen=$2 rep=$3 ladder= limit nsteps=1 a
+    local target=$1 scen=$2 rep=$3 limit nsteps=1 a
+    local wrap=()
     shift 3
-    if [ "${1:-}" = --ladder ]; then
-        ladder=--ladder
-        shift
-    fi
+    while :; do
+        case ${1:-} in
+            --ladder) wrap+=(--ladder); shift ;;
+            --names|--connect) wrap+=("$1" "$2"); shift 2 ;;
+            *) break ;;
+        esac
+    done
     if [ "$(elapsed)" -ge "$budget" ]; then
         skipped=$((skipped + 1))
         return 0
@@ -453,6 +520,8 @@ measure() {
     else
         extra=(--tag "r$rep-$scen-$RANDOM")
     fi
+    scenario_db "$scen"
+    reload_nginx
     timeout -s KILL $(( limit + 60 )) \
         taskset -c 1 "$tmp/ws-load" --target "$target" --port "$nport" \
         --pids "$worker_pids" --db-pids "$ferretdb_pid" \
@@ -462,7 +531,11 @@ measure() {
         --time-limit "$limit" --label "$scen" "${extra[@]}" "$@" \
         2>>"$tmp/ws-load.log" |
     python3 "$here/report.py" --wrap --scenario "$scen" --target "$target" \
-        --rep "$rep" --workers "$workers" $ladder "$raw" || true
+        --rep "$rep" --workers "$workers" "${wrap[@]}" "$raw" || true
+    if [ "$target" = foko ]; then
+        python3 "$here/setup.py" --trim --mongo "$mongo_uri" \
+            2>>"$tmp/ws-load.log" || true
+    fi
 }
 
 # the order of the two targets alternates from one repetition to the next
@@ -480,7 +553,7 @@ has() {
 
 drain=5
 settle=1
-connect_timeout=900
+connect_timeout=3600
 settle_max=180
 if [ "$quick" = 1 ]; then
     f1k_rates=50
@@ -498,77 +571,83 @@ else
     mixed_rates=250,500,1000
     pubs=64
 fi
+n_small=$(( mixed_rooms * small_members + busy ))
 
-run_load() {
+# every repetition: the 1,000-member room, then the slow readers
+run_small() {
     local rep=$1 t
     if has fanout1k; then
         for t in $(order "$rep"); do
-            measure "$t" fanout1k "$rep" --ladder --steps "$f1k_rates" \
-                --group "room1k:1:$room1k:1" --publishers "$pubs"
+            measure "$t" fanout1k "$rep" --ladder --connect "connect-$room1k" \
+                --steps "$f1k_rates" --group "room1k:1:$room1k:1" \
+                --publishers "$pubs"
         done
     fi
+    if has slow; then
+        # one set of connections: everyone reads in the first step, 1% of
+        # them stop reading in the second
+        for t in $(order "$rep"); do
+            measure "$t" slow "$rep" --names slow0-r100,slow1-r100 \
+                --steps 1,1 --slow-from-step 2 --slow 0.01 --size 1000 \
+                --group "room1k:1:$room1k:100" --publishers "$pubs"
+        done
+    fi
+}
+
+# the big populations, --big-reps times: for the module, each connection's
+# sign-in costs FerretDB scans, so 5,000 and 10,000 connections take long
+run_big() {
+    local rep=$1 t
     if has fanout5k && [ -n "$f5k_rates" ]; then
         for t in $(order "$rep"); do
-            measure "$t" fanout5k "$rep" --ladder --steps "$f5k_rates" \
-                --group "room5k:1:$big:1" --publishers "$pubs"
+            measure "$t" fanout5k "$rep" --ladder --connect "connect-$big" \
+                --steps "$f5k_rates" --group "room5k:1:$big:1" \
+                --publishers "$pubs"
         done
     fi
     if has mixed; then
         for t in $(order "$rep"); do
-            measure "$t" mixed "$rep" --ladder --steps "$mixed_rates" \
-                --group "small:$small_rooms:$small_members:1" \
+            measure "$t" mixed "$rep" --ladder --connect "connect-$n_small" \
+                --steps "$mixed_rates" \
+                --group "small:$mixed_rooms:$small_members:1" \
                 --group "busy:1:$busy:0.04" --publishers "$pubs"
-        done
-    fi
-    if has slow; then
-        for t in $(order "$rep"); do
-            if [ "$quick" = 0 ]; then
-                measure "$t" slow0-r100 "$rep" \
-                    --group "room1k:1:$room1k:100" --size 1000 \
-                    --publishers "$pubs"
-            fi
-            measure "$t" slow1-r100 "$rep" \
-                --group "room1k:1:$room1k:100" --size 1000 --slow 0.01 \
-                --publishers "$pubs"
         done
     fi
 }
 
-# idle memory: fresh workers (a reload) for every measurement
+# idle connections alone (the load scenarios record their connection
+# phase already): --scenarios idle
 run_idle() {
     local rep=$1 t
     has idle || return 0
     for t in $(order "$rep"); do
-        reload_nginx
-        measure "$t" "idle-room-$room1k" "$rep" --idle \
+        measure "$t" "idle-$room1k" "$rep" --idle \
             --group "room1k:1:$room1k:0"
         if [ "$nofile" -ge 10400 ] && [ "$quick" = 0 ]; then
-            reload_nginx
-            measure "$t" "idle-small-$(( small_rooms * small_members ))" "$rep" \
-                --idle --group "small:$small_rooms:$small_members:0"
+            measure "$t" "idle-small-$(( mixed_rooms * small_members ))" \
+                "$rep" --idle --group "small:$mixed_rooms:$small_members:0"
         fi
     done
-    reload_nginx
 }
 
 for rep in $(seq 1 "$reps"); do
     echo "repetition $rep/$reps ($(elapsed) s)"
-    run_load "$rep"
+    run_small "$rep"
+    if [ "$rep" -le "$big_reps" ]; then
+        run_big "$rep"
+    fi
     run_idle "$rep"
 done
 
 # two workers: the module delivers across workers
-if [ "$w2" = 1 ]; then
+if [ "$w2_reps" -gt 0 ] && has fanout1k; then
     workers=2
-    reload_nginx
-    echo "two workers: $worker_pids ($(elapsed) s)"
-    for rep in $(seq 1 "$reps"); do
+    echo "two workers ($(elapsed) s)"
+    for rep in $(seq 1 "$w2_reps"); do
         for t in $(order "$rep"); do
-            measure "$t" w2-fanout1k "$rep" --ladder --steps 50,100,200 \
+            measure "$t" w2-fanout1k "$rep" --ladder \
+                --connect "w2-connect-$room1k" --steps "$f1k_rates" \
                 --group "room1k:1:$room1k:1" --publishers "$pubs"
-            measure "$t" w2-mixed "$rep" --ladder --steps 500 \
-                --group "small:$small_rooms:$small_members:1" \
-                --group "busy:1:$busy:0.04" --publishers "$pubs"
         done
     done
 fi

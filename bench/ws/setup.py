@@ -2,8 +2,12 @@
 """Users and rooms for the ws-load benchmark, made through the REST API.
 
     setup.py --url http://127.0.0.1:PORT --out rooms.txt
+             [--mongo mongodb://127.0.0.1:PORT/DB]
              [--big 5000] [--room1k 1000] [--busy 100]
              [--small-rooms 2000] [--small-members 5] [--threads 8]
+    setup.py --trim --mongo mongodb://127.0.0.1:PORT/DB
+    setup.py --prune --mongo mongodb://127.0.0.1:PORT/DB --rooms rooms.txt
+             --keep GROUP[:N],...
 
 Accounts: --big users b0..b{big-1} and small-rooms x small-members users
 s0..s{n-1}.  Rooms:
@@ -36,6 +40,23 @@ backend does not push down (a scan of "users" for every member), so 2600
 of them take hours.  This happens before any message is posted in room5k:
 the module caches a channel's members only when a message goes through it.
 Without --mongo, they are invited one by one through the API.
+
+An interrupted setup is taken up again: the accounts that exist are signed
+in (each sign-in costs about a second on FerretDB with 15,000 users), and
+the channels that exist are found in the database by name.
+
+--trim deletes the messages ws-load posted (their text starts with "t="):
+each WebSocket sign-in makes the module look up the highest seq of every
+channel of the user, a scan of "messages" on FerretDB, so a collection
+that grows with every measurement makes connecting slower and slower.
+
+--prune makes a database of one scenario out of a copy of the whole setup
+(bench/ws/run.sh copies the files while FerretDB is stopped): it deletes
+every channel but the first N rooms of each group named (all of the group
+without :N), and their messages.  The module looks up a connecting user's
+channels with a query on "channels.members"; MongoDB answers it from the
+index the module creates, FerretDB's SQLite backend by reading every
+channel (0.1 ms each: 2,003 channels made every sign-in take 240 ms).
 
 It talks to 127.0.0.1 only.
 """
@@ -292,11 +313,58 @@ def create(creator, members, name):
                 token=creator["token"], ok=(201,))
 
 
+def prune():
+    if not (args.mongo and args.rooms and args.keep):
+        sys.exit("setup.py: --prune needs --mongo, --rooms and --keep")
+    want = {}
+    for k in args.keep.split(","):
+        name, _, n = k.partition(":")
+        want[name] = int(n) if n else None
+    keep, group, left = [], None, 0
+    with open(args.rooms) as f:
+        for line in f:
+            w = line.split()
+            if w and w[0] == "group":
+                group = w[1] if w[1] in want else None
+                left = want.get(group) or int(w[2]) if group else 0
+            elif w and w[0] == "room" and group and left > 0:
+                keep.append(Oid(bytes.fromhex(w[1])))
+                left -= 1
+    if not keep:
+        sys.exit("setup.py: --keep names no room of %s" % args.rooms)
+    r = mongo_command(args.mongo, {
+        "delete": "channels",
+        "deletes": [{"q": {"_id": {"$nin": keep}}, "limit": 0}]})
+    n = r.get("n", 0)
+    r = mongo_command(args.mongo, {
+        "delete": "messages",
+        "deletes": [{"q": {"$or": [{"channel_id": {"$nin": keep}},
+                                   {"text": {"$regex": "^t="}}]},
+                     "limit": 0}]})
+    nm = r.get("n", 0)
+    # the users of no channel kept: FerretDB reads them all for an "$in"
+    members = set()
+    for c in mongo_find(args.mongo, "channels", {}, {"members": 1}):
+        members.update(bytes(m) for m in c["members"])
+    r = mongo_command(args.mongo, {
+        "delete": "users",
+        "deletes": [{"q": {"_id": {"$nin": [Oid(m) for m in members]}},
+                     "limit": 0}]})
+    print("prune: %d channels kept, %d deleted, %d messages and %d users"
+          " deleted" % (len(keep), n, nm, r.get("n", 0)), file=sys.stderr)
+
+
 def main():
     global args
     p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--url")
+    p.add_argument("--out")
+    p.add_argument("--trim", action="store_true",
+                   help="only delete the messages ws-load posted")
+    p.add_argument("--prune", action="store_true",
+                   help="keep only the channels of --keep")
+    p.add_argument("--rooms", help="the rooms file, for --prune")
+    p.add_argument("--keep", help="GROUP[:N],... for --prune")
     p.add_argument("--big", type=int, default=5000)
     p.add_argument("--room1k", type=int, default=1000)
     p.add_argument("--busy", type=int, default=100)
@@ -310,6 +378,22 @@ def main():
     p.add_argument("--mongo", help="mongodb://127.0.0.1:PORT/DB: add the big"
                    " room's last members in the database")
     args = p.parse_args()
+
+    if args.prune:
+        prune()
+        return
+    if args.trim:
+        # ws-load's messages start with "t=": deleting them keeps the
+        # "messages" collection, which FerretDB scans, from growing
+        if not args.mongo:
+            sys.exit("setup.py: --trim needs --mongo")
+        r = mongo_command(args.mongo, {
+            "delete": "messages",
+            "deletes": [{"q": {"text": {"$regex": "^t="}}, "limit": 0}]})
+        print("trim: %d messages deleted" % r.get("n", 0), file=sys.stderr)
+        return
+    if not args.url or not args.out:
+        sys.exit("setup.py: --url and --out are needed")
 
     u = urllib.parse.urlsplit(args.url)
     if u.scheme != "http" or u.hostname != "127.0.0.1":

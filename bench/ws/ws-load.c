@@ -107,7 +107,8 @@ typedef struct {
 typedef struct {
     int           fd;
     uint8_t       state;
-    uint8_t       slow;
+    uint8_t       slow;           /* one of the slow ones */
+    uint8_t       stopped;        /* ... and it no longer reads */
     uint8_t       want_out;
     uint32_t      room;
     uint32_t      member;
@@ -159,6 +160,7 @@ static int          npubs = 32;
 static int          text_size = 100;
 static double       warmup_s = 2, duration_s = 10, drain_s = 5;
 static double       slow_frac;
+static int          slow_from = 1;
 static int          slow_rcvbuf = 4096;
 static int          pids[MAX_PIDS];
 static int          npids;
@@ -846,7 +848,7 @@ sub_stop(sub_t *s, int state)
         }
     }
 
-    if (s->state == S_READY && !s->slow) {
+    if (s->state == S_READY && !s->stopped) {
         rooms[s->room].subs--;
         closed_unexpected++;
     }
@@ -866,6 +868,20 @@ sub_stop(sub_t *s, int state)
 }
 
 
+/* from now on, never read: the server's output piles up */
+
+static void
+sub_stop_reading(sub_t *s)
+{
+    if (s->stopped || s->state != S_READY) {
+        return;
+    }
+    s->stopped = 1;
+    rooms[s->room].subs--;
+    epoll_ctl(ep, EPOLL_CTL_DEL, s->fd, NULL);
+}
+
+
 static void
 sub_ready(sub_t *s)
 {
@@ -873,14 +889,14 @@ sub_ready(sub_t *s)
     ready++;
     s->state = S_READY;
 
-    if (s->slow) {
-        /* from now on, never read: the server's output piles up */
-        slow_ready++;
-        epoll_ctl(ep, EPOLL_CTL_DEL, s->fd, NULL);
-        return;
-    }
-
     rooms[s->room].subs++;
+
+    if (s->slow) {
+        slow_ready++;
+        if (slow_from <= 1) {
+            sub_stop_reading(s);
+        }
+    }
 }
 
 
@@ -1209,7 +1225,10 @@ sub_frames(sub_t *s, char *p, size_t n, int64_t now, size_t *used)
         }
 
         off += h + plen;
-        last_frame = now;
+        if (op <= 0x2) {
+            /* a ping does not count: the settle waits for data to end */
+            last_frame = now;
+        }
 
         switch (op) {
 
@@ -1217,7 +1236,7 @@ sub_frames(sub_t *s, char *p, size_t n, int64_t now, size_t *used)
             if (s->state == S_AUTH) {
                 if (memmem(pl, plen, "\"type\":\"ready\"", 14)) {
                     sub_ready(s);
-                    if (s->slow) {
+                    if (s->stopped) {
                         *used = off;
                         return;
                     }
@@ -1277,7 +1296,7 @@ sub_read(uint32_t i, int64_t now)
 
     n = read(s->fd, rbuf + len, RBUF_SIZE - len);
     if (n == 0 || (n == -1 && errno != EAGAIN)) {
-        if (s->state == S_READY && !s->slow) {
+        if (s->state == S_READY && !s->stopped) {
             reset_unexpected++;
         }
         sub_stop(s, s->state == S_READY ? S_CLOSED : S_FAILED);
@@ -1301,7 +1320,7 @@ sub_read(uint32_t i, int64_t now)
             goto keep;
         }
         used = hl;
-        if (s->state == S_READY && s->slow) {
+        if (s->stopped) {
             goto keep;
         }
     }
@@ -1319,7 +1338,7 @@ sub_read(uint32_t i, int64_t now)
 
 keep:
 
-    if (s->state == S_READY && s->slow) {
+    if (s->stopped) {
         free(s->in);
         s->in = NULL;
         s->in_len = 0;
@@ -1749,6 +1768,21 @@ json_hist(FILE *f, const char *name, hist_t *h)
 }
 
 
+static uint32_t
+nstopped(void)
+{
+    uint32_t  i, n;
+
+    n = 0;
+    for (i = 0; i < nsubs; i++) {
+        if (subs[i].stopped) {
+            n++;
+        }
+    }
+    return n;
+}
+
+
 static double
 tv_s(struct timeval *tv)
 {
@@ -1772,7 +1806,7 @@ report(void)
     tool_s = tv_s(&ru1.ru_utime) + tv_s(&ru1.ru_stime)
              - tv_s(&ru0.ru_utime) - tv_s(&ru0.ru_stime);
     loss = (int64_t) expected - (int64_t) received;
-    conns = ready - slow_ready;
+    conns = ready - nstopped();
 
     fprintf(f, "{\"tool\":\"ws-load\",\"target\":\"%s\",\"label\":\"%s\",",
             target == T_FOKO ? "foko" : "nchan", label);
@@ -1797,7 +1831,7 @@ report(void)
     fprintf(f, "\"subscribers\":%u,\"ready\":%u,\"slow\":%u,"
             "\"connect_failed\":%u,\"connect_s\":%.3f,\"settle_s\":%.3f,"
             "\"events_during_connect\":%lu,",
-            nsubs, conns, slow_ready, nsubs - ready, connect_s,
+            nsubs, conns, nstopped(), nsubs - ready, connect_s,
             settle_time_s, (unsigned long) connect_events);
 
     fprintf(f, "\"rss_kb\":{\"before\":%lu,\"after_connect\":%lu,"
@@ -2055,7 +2089,7 @@ settle_counts(void)
     slow_gone = 0;
     for (i = 0; i < nsubs; i++) {
         s = &subs[i];
-        if (s->slow && s->state == S_READY && s->fd >= 0) {
+        if (s->stopped && s->state == S_READY && s->fd >= 0) {
             struct tcp_info  ti;
             socklen_t        tl = sizeof(ti);
 
@@ -2210,6 +2244,13 @@ run(void)
     }
 
     for (s = 0; s < nsteps && !aborted; s++) {
+        if (s + 1 == slow_from) {
+            for (j = 0; j < (int) nsubs; j++) {
+                if (subs[j].slow) {
+                    sub_stop_reading(&subs[j]);
+                }
+            }
+        }
         run_step(steps[s]);
     }
 
@@ -2304,6 +2345,7 @@ usage(void)
 "  --warmup S --duration S --drain S   (2, 10, 5)\n"
 "  --slow F                fraction of subscribers that never read (0)\n"
 "  --slow-rcvbuf N         their SO_RCVBUF (4096)\n"
+"  --slow-from-step K      they read normally before step K (1)\n"
 "  --pids P,P              nginx workers: CPU and memory\n"
 "  --db-pids P,P           the database: its CPU, reported apart\n"
 "  --idle                  connect, measure memory, leave\n"
@@ -2336,7 +2378,7 @@ main(int argc, char **argv)
         { "connect-timeout", 1, NULL, 'c' }, { "settle", 1, NULL, 'e' },
         { "settle-max", 1, NULL, 'E' }, { "time-limit", 1, NULL, 'L' },
         { "label", 1, NULL, 'l' }, { "seed", 1, NULL, 'r' },
-        { "steps", 1, NULL, 'x' },
+        { "steps", 1, NULL, 'x' }, { "slow-from-step", 1, NULL, 'F' },
         { "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 }
     };
     const char  *host = "127.0.0.1";
@@ -2384,6 +2426,7 @@ main(int argc, char **argv)
         case 'l': label = optarg; break;
         case 'r': seed = strtoull(optarg, NULL, 0) | 1; break;
         case 'x': parse_steps(optarg); break;
+        case 'F': slow_from = atoi(optarg); break;
         default: usage();
         }
     }
@@ -2459,7 +2502,7 @@ main(int argc, char **argv)
                     want_slow++;
                     nslow++;
                 }
-                if (dup_check && !subs[si].slow && !idle_mode) {
+                if (dup_check && !idle_mode) {
                     subs[si].seen_len = (g->nmax + 7) / 8;
                     subs[si].seen = xalloc(subs[si].seen_len);
                 }
