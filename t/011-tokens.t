@@ -95,6 +95,35 @@ for my $case (@forged) {
                          headers => { Authorization => "Basic $token" });
 is $status, 401, 'a token under another scheme is refused';
 
+# Each worker keeps the access tokens it verified: a kept token still
+# expires, and one byte changed is a token of its own.  Several calls, so
+# that every worker has verified it.
+
+my $flipped = $token;
+substr($flipped, -2, 1) = substr($flipped, -2, 1) eq 'A' ? 'B' : 'A';
+for my $i (1 .. 4) {
+    ($status) = me($token);
+    is $status, 200, "the issued token, again (call $i)";
+    ($status, $code) = me($flipped);
+    is $code, 'invalid_token',
+        "the issued token with one byte changed is refused (call $i)";
+}
+
+my $short_exp = time + 5;
+my $short = hs_token({ %access, exp => $short_exp });
+for my $i (1 .. 6) {
+    ($status, $code, $message) = me($short);
+    like $message, qr/no longer exists/,
+        "a token that expires soon is accepted before (call $i)";
+}
+
+sleep 1 while time <= $short_exp;
+for my $i (1 .. 6) {
+    ($status, $code, $message) = me($short);
+    like $message, qr/valid access token is required/,
+        "once expired, the kept token is refused (call $i)";
+}
+
 stop_foko();
 
 # RS256 and ES256 from a key file
