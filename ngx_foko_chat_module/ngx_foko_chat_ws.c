@@ -327,7 +327,9 @@ static ngx_uint_t                    ngx_foko_chat_ws_mark;
 static ngx_queue_t                   ngx_foko_chat_ws_all;
 static u_char                       *ngx_foko_chat_ws_buf;
 static ngx_event_t                   ngx_foko_chat_ws_sweep_ev;
+#if !defined(__SANITIZE_ADDRESS__)
 static ngx_foko_chat_ws_t           *ngx_foko_chat_ws_spare;
+#endif
 
 /* what the timers' and posted events' data points to, for debug logs */
 static ngx_connection_t              ngx_foko_chat_ws_no_conn;
