@@ -30,6 +30,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/scripts/lib.sh"
 
 quick=0
 reps=5
@@ -86,7 +87,7 @@ if [ "$mixed_rooms" -gt "$small_rooms" ]; then
 fi
 budget=${budget:-$([ "$quick" = 1 ] && echo 55 || echo 14400)}
 
-ferretdb=${FERRETDB:-$root/.tools/bin/ferretdb-v1.24.2}
+ferretdb_bin=${FERRETDB:-$ferretdb_bin}
 nginx=${NGINX:-/usr/sbin/nginx}
 module=${MODULE:-$root/build/ngx_foko_chat_module.so}
 nchan=${NCHAN:-/usr/lib/nginx/modules/ngx_nchan_module.so}
@@ -123,29 +124,6 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-# a free loopback port in 20000-29999, below the ephemeral range
-free_port() {
-    python3 - "$@" <<'PY'
-import random, socket, sys
-taken = set(int(p) for p in sys.argv[1:])
-for _ in range(200):
-    port = random.randint(20000, 29999)
-    if port in taken:
-        continue
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(port)
-    break
-else:
-    sys.exit("no free port")
-PY
-}
-
 wait_port() {
     local port=$1 pid=$2 what=$3 i
     for i in $(seq 1 100); do
@@ -173,7 +151,7 @@ if [ ! -f "$module" ]; then
 fi
 [ -f "$module" ] || { echo "run.sh: $module not found" >&2; exit 1; }
 [ -f "$nchan" ] || { echo "run.sh: $nchan not found (apt-get install libnginx-mod-nchan)" >&2; exit 1; }
-[ -x "$ferretdb" ] || { echo "run.sh: $ferretdb not found (make deps)" >&2; exit 1; }
+[ -x "$ferretdb_bin" ] || { echo "run.sh: $ferretdb_bin not found (make deps)" >&2; exit 1; }
 
 echo "building the load tool"
 gcc -O2 -Wall -o "$tmp/ws-load" "$here/ws-load.c"
@@ -207,17 +185,13 @@ else
     mkdir -p "$fdir"
 fi
 
-fport=$(free_port)
-start_ferretdb() {
-    "$ferretdb" --handler=sqlite --sqlite-url="file:$fdir/" \
-        --listen-addr="127.0.0.1:$fport" --state-dir="$fdir" \
-        --debug-addr=- --telemetry=disable --log-level=error \
-        >> "$fdir/ferretdb.log" 2>&1 &
-    ferretdb_pid=$!
-    wait_port "$fport" "$ferretdb_pid" FerretDB
+# FerretDB (scripts/lib.sh) on a free port: base_uri, without a database
+start_db() {
+    start_ferretdb "$fdir"
+    base_uri=${ferretdb_uri%/*}
+    fport=${base_uri##*:}
 }
-start_ferretdb
-base_uri="mongodb://127.0.0.1:$fport"
+start_db
 mongo_uri="$base_uri/foko_chat"
 
 # With --state, each scenario runs on a database of its own, a copy of the
@@ -240,7 +214,7 @@ split_dbs() {
                 cp "$fdir/foko_chat.sqlite-wal" "$fdir/foko_$x.sqlite-wal"
             fi
         done
-        start_ferretdb
+        start_db
         python3 "$here/setup.py" --prune --mongo "$base_uri/foko_1k" \
             --rooms "$state/rooms.txt" --keep room1k
         python3 "$here/setup.py" --prune --mongo "$base_uri/foko_5k" \
@@ -269,7 +243,7 @@ fi
 
 # ---------------------------------------------------------------- nginx
 
-nport=$(free_port "$fport")
+nport=$(free_port)
 workers=1
 ws_location='location = /ws { foko_chat_websocket; }'
 
