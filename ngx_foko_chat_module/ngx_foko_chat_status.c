@@ -33,7 +33,7 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
     ngx_foko_chat_main_conf_t  *fmcf;
     ngx_foko_chat_shm_usage_t   usage;
     uint64_t                    events;
-    ngx_uint_t                  queued, loads, waited;
+    ngx_uint_t                  queued, loads, waited, signing_in, waiting;
     size_t                      log_size;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -59,6 +59,7 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
     }
 
     ngx_foko_chat_messages_stats(&queued, &loads, &waited);
+    ngx_foko_chat_ws_signins(&signing_in, &waiting);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
     events = ctx->sh->events;
@@ -66,7 +67,7 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     body = json_pack("{s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},"
-                     "s:{s:s,s:I},s:{s:s%,s:I},s:{s:I,s:I,s:I},"
+                     "s:{s:s,s:I},s:{s:s%,s:I},s:{s:I,s:I,s:I,s:I,s:I},"
                      "s:{s:I,s:I,s:I}}",
                      "pid", (json_int_t) ngx_pid,
                      "connections", ngx_foko_chat_status_connections(),
@@ -89,6 +90,8 @@ ngx_foko_chat_status_handler(ngx_http_request_t *r)
                          (json_int_t) ngx_foko_chat_ws_connections(),
                        "events", (json_int_t) events,
                        "event_log", (json_int_t) log_size,
+                       "signing_in", (json_int_t) signing_in,
+                       "waiting_to_sign_in", (json_int_t) waiting,
                      "posts",
                        "queued", (json_int_t) queued,
                        "channel_loads", (json_int_t) loads,

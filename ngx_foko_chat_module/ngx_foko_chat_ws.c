@@ -42,6 +42,7 @@
 #define NGX_FOKO_CHAT_WS_OUT_MAX        4096     /* frames queued */
 #define NGX_FOKO_CHAT_WS_LINGER         2000     /* ms after our close */
 #define NGX_FOKO_CHAT_WS_TASKS          16       /* in flight, each */
+#define NGX_FOKO_CHAT_WS_AUTHS          64       /* in flight, a worker */
 #define NGX_FOKO_CHAT_WS_POSTS          256      /* sends not yet acked */
 #define NGX_FOKO_CHAT_WS_PAGE           200      /* messages per resume */
 #define NGX_FOKO_CHAT_WS_PENDING        4096     /* held back, a channel */
@@ -179,6 +180,7 @@ struct ngx_foko_chat_ws_s {
 
     ngx_foko_chat_ws_user_t   *user;
     ngx_queue_t                user_link;
+    ngx_queue_t                auth_link;    /* waiting for its check */
     ngx_foko_chat_ws_sub_t   **subs;
     ngx_uint_t                 nsubs;
     ngx_uint_t                 subs_size;
@@ -199,6 +201,7 @@ struct ngx_foko_chat_ws_s {
     long                       ver;
 
     unsigned                   authing:1;
+    unsigned                   auth_waiting:1;
     unsigned                   authed:1;
     unsigned                   header_auth:1;
     unsigned                   pinged:1;
@@ -232,6 +235,8 @@ static void ngx_foko_chat_ws_message(ngx_foko_chat_ws_t *ws, u_char *data,
     size_t len);
 static void ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token,
     size_t len);
+static void ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws);
+static void ngx_foko_chat_ws_auth_next(void);
 static void ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static void ngx_foko_chat_ws_auth_seq_run(ngx_foko_chat_task_t *task,
@@ -325,6 +330,11 @@ static ngx_event_t                   ngx_foko_chat_ws_flush_ev;
 static ngx_uint_t                    ngx_foko_chat_ws_nconns;
 static ngx_uint_t                    ngx_foko_chat_ws_mark;
 static ngx_queue_t                   ngx_foko_chat_ws_all;
+
+/* sign-ins on the thread pool, and the connections waiting for a turn */
+static ngx_uint_t                    ngx_foko_chat_ws_nauths;
+static ngx_uint_t                    ngx_foko_chat_ws_nwaiting;
+static ngx_queue_t                   ngx_foko_chat_ws_auth_queue;
 static u_char                       *ngx_foko_chat_ws_buf;
 static ngx_event_t                   ngx_foko_chat_ws_sweep_ev;
 #if !defined(__SANITIZE_ADDRESS__)
@@ -359,6 +369,7 @@ ngx_foko_chat_ws_init_process(ngx_cycle_t *cycle)
                     ngx_foko_chat_shm_id_insert_value);
     ngx_queue_init(&ngx_foko_chat_ws_dirty);
     ngx_queue_init(&ngx_foko_chat_ws_all);
+    ngx_queue_init(&ngx_foko_chat_ws_auth_queue);
 
     ngx_foko_chat_ws_no_conn.fd = (ngx_socket_t) -1;
 
@@ -391,6 +402,14 @@ ngx_uint_t
 ngx_foko_chat_ws_connections(void)
 {
     return ngx_foko_chat_ws_nconns;
+}
+
+
+void
+ngx_foko_chat_ws_signins(ngx_uint_t *running, ngx_uint_t *waiting)
+{
+    *running = ngx_foko_chat_ws_nauths;
+    *waiting = ngx_foko_chat_ws_nwaiting;
 }
 
 
@@ -1400,9 +1419,7 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
 {
     ngx_str_t                t;
     ngx_int_t                rc;
-    ngx_foko_chat_task_t    *task;
     ngx_foko_chat_claims_t   claims;
-    ngx_foko_chat_ws_job_t  *job;
 
     if (token) {
         t.data = token;
@@ -1423,9 +1440,36 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
         }
     }
 
+    ws->authing = 1;
+
+    /*
+     * A burst of connections (all clients back after a restart) waits
+     * here in turn, in its contexts, instead of as thousands of tasks:
+     * those, freed between the connections' long-lived allocations, left
+     * about 1 KB of free heap per connection behind.
+     */
+
+    if (ngx_foko_chat_ws_nauths >= NGX_FOKO_CHAT_WS_AUTHS) {
+        ws->auth_waiting = 1;
+        ngx_queue_insert_tail(&ngx_foko_chat_ws_auth_queue, &ws->auth_link);
+        ngx_foko_chat_ws_nwaiting++;
+        return;
+    }
+
+    ngx_foko_chat_ws_auth_start(ws);
+}
+
+
+static void
+ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws)
+{
+    ngx_foko_chat_task_t    *task;
+    ngx_foko_chat_ws_job_t  *job;
+
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_ws_job_t),
                                      ngx_cycle->log);
     if (task == NULL) {
+        ws->authing = 0;
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
                                 "the server is too busy");
         return;
@@ -1440,12 +1484,45 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
                                   ngx_foko_chat_ws_auth_done)
         != NGX_OK)
     {
+        ws->authing = 0;
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
                                 "the server is too busy");
         return;
     }
 
-    ws->authing = 1;
+    ngx_foko_chat_ws_nauths++;
+}
+
+
+/* a sign-in is done: the next waiting connections get their turn */
+
+static void
+ngx_foko_chat_ws_auth_next(void)
+{
+    ngx_queue_t         *q;
+    ngx_foko_chat_ws_t  *ws;
+
+    while (ngx_foko_chat_ws_nauths < NGX_FOKO_CHAT_WS_AUTHS
+           && !ngx_queue_empty(&ngx_foko_chat_ws_auth_queue))
+    {
+        q = ngx_queue_head(&ngx_foko_chat_ws_auth_queue);
+        ngx_queue_remove(q);
+        ws = ngx_queue_data(q, ngx_foko_chat_ws_t, auth_link);
+        ws->auth_waiting = 0;
+        ngx_foko_chat_ws_nwaiting--;
+
+        if (ws->closing) {
+            /* closed while it waited (the worker shuts down) */
+            ws->authing = 0;
+            continue;
+        }
+
+        ngx_foko_chat_ws_auth_start(ws);
+
+        if (!ws->authing && ngx_foko_chat_ws_flush(ws) != NGX_OK) {
+            ngx_foko_chat_ws_free(ws);
+        }
+    }
 }
 
 
@@ -1540,6 +1617,8 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
 
     if (ws == NULL) {
         ngx_foko_chat_ws_job_release(job);
+        ngx_foko_chat_ws_nauths--;
+        ngx_foko_chat_ws_auth_next();
         return NGX_OK;
     }
 
@@ -1549,6 +1628,9 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
         /* a second round for the counters the zone lacks */
         return NGX_OK;
     }
+
+    ngx_foko_chat_ws_nauths--;
+    ngx_foko_chat_ws_auth_next();
 
     ngx_queue_remove(&job->link);
     ws->njobs--;
@@ -3544,6 +3626,11 @@ ngx_foko_chat_ws_free(ngx_foko_chat_ws_t *ws)
 
     if (ws->in_dirty) {
         ngx_queue_remove(&ws->dirty);
+    }
+
+    if (ws->auth_waiting) {
+        ngx_queue_remove(&ws->auth_link);
+        ngx_foko_chat_ws_nwaiting--;
     }
 
     while (!ngx_queue_empty(&ws->jobs)) {

@@ -50,16 +50,16 @@ _EOC_
 }
 
 # Starts nginx with the API under /api/ and the status page at /status.
-# Options: workers (1; more turns the master on), mongo_uri, http_config
-# (extra http{} directives), config (extra server{} directives),
-# main_config.
+# Options: workers (1; more turns the master on), master (on with one
+# worker too, for a reload), mongo_uri, http_config (extra http{}
+# directives), config (extra server{} directives), main_config.
 sub start_foko {
     my %o = @_;
     my $workers = $o{workers} // 1;
     setup_servroot();
     write_conf(
         workers => $workers,
-        master => $workers > 1,
+        master => $o{master} || $workers > 1,
         log_level => $ENV{FOKO_LOG_LEVEL} // 'info',
         main_config => $o{main_config} // '',
         http_config => foko_http_config(mongo_uri => $o{mongo_uri},
