@@ -5,7 +5,7 @@
 # the same stock nginx, one worker each, measured by the same client
 # (idle.py) in the same run.  See bench/README.md, "ws-idle".
 #
-#   bench/ws-idle/run.sh [--counts "1000 10000"] [--reps N]
+#   bench/ws-idle/run.sh [--counts "1000 10000"] [--reps N] [--warm W]
 #
 # Everything listens on 127.0.0.1 only, on free ports in 20000-29999, and
 # is stopped on exit.
@@ -17,11 +17,13 @@ root=$(cd "$here/../.." && pwd)
 
 counts="1000 10000"
 reps=3
+warm=200
 
 while [ $# -gt 0 ]; do
     case $1 in
         --counts) counts=$2; shift 2 ;;
         --reps) reps=$2; shift 2 ;;
+        --warm) warm=$2; shift 2 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -112,6 +114,7 @@ api() {
 }
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "warm-up: $warm connections opened and closed before each measurement"
 echo "target   arenas   connections   bytes/connection (rep 1..$reps)"
 
 for arenas in default 1; do
@@ -132,10 +135,11 @@ for arenas in default 1; do
                         "http://127.0.0.1:$port/api/channels" >/dev/null
                     out=$(timeout 600 python3 "$here/idle.py" --port "$port" \
                               --path /ws --count "$n" --worker "$worker" \
-                              --token "$token")
+                              --token "$token" --warm "$warm")
                 else
                     out=$(timeout 600 python3 "$here/idle.py" --port "$port" \
-                              --path /sub/idle --count "$n" --worker "$worker")
+                              --path /sub/idle --count "$n" --worker "$worker" \
+                              --warm "$warm")
                 fi
                 per=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_per_connection"])')
                 line="$line $per"
