@@ -229,6 +229,7 @@ static void ngx_foko_chat_ws_take_over(ngx_http_request_t *r,
 static void ngx_foko_chat_ws_read(ngx_event_t *rev);
 static void ngx_foko_chat_ws_write(ngx_event_t *wev);
 static void ngx_foko_chat_ws_linger(ngx_event_t *rev);
+static ngx_uint_t ngx_foko_chat_ws_gone(ngx_connection_t *c);
 static ngx_int_t ngx_foko_chat_ws_input(ngx_foko_chat_ws_t *ws, u_char *pos,
     u_char *last);
 static void ngx_foko_chat_ws_message(ngx_foko_chat_ws_t *ws, u_char *data,
@@ -1116,7 +1117,15 @@ ngx_foko_chat_ws_read(ngx_event_t *rev)
     }
 
     if (ws->authing) {
-        /* input waits until the token is checked */
+        /*
+         * Input waits until the token is checked.  A client that went
+         * away meanwhile is let go at once: its sign-in is not run (or
+         * its result is dropped), and it is never announced online.
+         */
+        if (ngx_foko_chat_ws_gone(c)) {
+            ngx_foko_chat_ws_free(ws);
+        }
+
         return;
     }
 
@@ -1187,6 +1196,51 @@ ngx_foko_chat_ws_write(ngx_event_t *wev)
     if (ngx_foko_chat_ws_flush(ws) != NGX_OK) {
         ngx_foko_chat_ws_free(ws);
     }
+}
+
+
+/* whether the client closed its side or reset, without reading its data */
+
+static ngx_uint_t
+ngx_foko_chat_ws_gone(ngx_connection_t *c)
+{
+    u_char      b;
+    ssize_t     n;
+    ngx_err_t   err;
+    ngx_event_t  *rev;
+
+    rev = c->read;
+
+    if (!rev->ready) {
+        return 0;
+    }
+
+#if (NGX_HAVE_EPOLLRDHUP)
+
+    if ((ngx_event_flags & NGX_USE_EPOLL_EVENT) && ngx_use_epoll_rdhup
+        && !rev->pending_eof)
+    {
+        /* only data came */
+        return 0;
+    }
+
+#endif
+
+    n = recv(c->fd, &b, 1, MSG_PEEK);
+
+    if (n > 0) {
+        return 0;
+    }
+
+    if (n == -1) {
+        err = ngx_socket_errno;
+
+        if (err == NGX_EAGAIN || err == NGX_EINTR) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

@@ -2,8 +2,9 @@
 # most 64 are checked on the thread pool at a time, the others wait for
 # their turn, and every one of them gets "ready" and then every message.
 # A bad token is refused at once, not after the queue; a connection that
-# goes away while it waits is freed and leaves no trace in the counters,
-# and a reload closes the waiting ones with 1001.
+# goes away while it waits is let go at once: it leaves no trace in the
+# counters and its user is never announced online. A reload closes the
+# waiting ones with 1001.
 
 use strict;
 use warnings;
@@ -28,9 +29,10 @@ _EOC_
 
 my ($alice, $ua) = signup(username => 'alice');
 my ($bob, $ub) = signup(username => 'bob');
+my ($carol, $uc) = signup(username => 'carol');
 my ($status, $room) = api(POST => '/api/channels',
-    { name => 'Room', members => [$ub->{id}] }, token => $alice);
-is $status, 201, 'a channel of alice and bob';
+    { name => 'Room', members => [$ub->{id}, $uc->{id}] }, token => $alice);
+is $status, 201, 'a channel of alice, bob and carol';
 
 sub ws_status {
     my ($st, $s) = api(GET => '/status');
@@ -48,17 +50,20 @@ my $sample = sub {
         if $w->{waiting_to_sign_in} > $most_waiting;
 };
 
+# carol's connections come late in the burst, when the queue is long,
+# and leave at once
+my $leaves = sub { $_[0] > 200 && $_[0] % 10 == 5 };
 for my $i (1 .. $n) {
     # the token in the upgrade's header: the sign-in starts at the 101
-    my ($st, $h, $body, $c) = ws_handshake(token => $i % 50 == 0 ? "$alice"
-        . 'x' : $i % 2 ? $alice : $bob);
+    my ($st, $h, $body, $c) = ws_handshake(token => $i % 50 == 0
+        ? "$alice" . 'x' : $leaves->($i) ? $carol : $i % 2 ? $alice : $bob);
     die "upgrade $i: " . ($st // 'nothing') . "\n" unless $c;
     if ($i % 50 == 0) {
         push @bad, $c;
-    } elsif ($i % 25 == 0) {
-        # gone while it waits for its turn
+    } elsif ($leaves->($i)) {
         $c->close;
         push @gone, $c;
+        $sample->();
     } else {
         push @live, $c;
     }
@@ -104,6 +109,12 @@ my $got = grep {
         && $ev->{message}{text} eq 'after the storm'
 } @live;
 is $got, scalar @live, 'every connection received it';
+
+my @carol_online = grep {
+    ($_->{type} // '') eq 'presence' && ($_->{user_id} // '') eq $uc->{id}
+} map { $_->drain_events(0.01) } @live;
+is scalar @carol_online, 0,
+    'carol, whose connections left while they waited, was never online';
 
 # --- a reload while sign-ins wait -------------------------------------------
 
