@@ -331,16 +331,16 @@ static ngx_event_t                   ngx_foko_chat_ws_flush_ev;
 static ngx_uint_t                    ngx_foko_chat_ws_nconns;
 static ngx_uint_t                    ngx_foko_chat_ws_mark;
 static ngx_queue_t                   ngx_foko_chat_ws_all;
-
-/* sign-ins on the thread pool, and the connections waiting for a turn */
-static ngx_uint_t                    ngx_foko_chat_ws_nauths;
-static ngx_uint_t                    ngx_foko_chat_ws_nwaiting;
-static ngx_queue_t                   ngx_foko_chat_ws_auth_queue;
 static u_char                       *ngx_foko_chat_ws_buf;
 static ngx_event_t                   ngx_foko_chat_ws_sweep_ev;
 #if !defined(__SANITIZE_ADDRESS__)
 static ngx_foko_chat_ws_t           *ngx_foko_chat_ws_spare;
 #endif
+
+/* sign-ins on the thread pool, and the connections waiting for a turn */
+static ngx_uint_t                    ngx_foko_chat_ws_nauths;
+static ngx_uint_t                    ngx_foko_chat_ws_nwaiting;
+static ngx_queue_t                   ngx_foko_chat_ws_auth_queue;
 
 /* what the timers' and posted events' data points to, for debug logs */
 static ngx_connection_t              ngx_foko_chat_ws_no_conn;
@@ -1204,9 +1204,9 @@ ngx_foko_chat_ws_write(ngx_event_t *wev)
 static ngx_uint_t
 ngx_foko_chat_ws_gone(ngx_connection_t *c)
 {
-    u_char      b;
-    ssize_t     n;
-    ngx_err_t   err;
+    u_char        b;
+    ssize_t       n;
+    ngx_err_t     err;
     ngx_event_t  *rev;
 
     rev = c->read;
@@ -1669,22 +1669,22 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
 
     ws = job->ws;
 
-    if (ws == NULL) {
-        ngx_foko_chat_ws_job_release(job);
-        ngx_foko_chat_ws_nauths--;
-        ngx_foko_chat_ws_auth_next();
-        return NGX_OK;
-    }
-
-    if (!task->failed && job->rc == NGX_OK && job->max_seq
+    if (ws && !task->failed && job->rc == NGX_OK && job->max_seq
         && ngx_foko_chat_ws_auth_seqs(ws, task) == NGX_AGAIN)
     {
         /* a second round for the counters the zone lacks */
         return NGX_OK;
     }
 
+    /* this sign-in's turn on the thread pool is over */
+
     ngx_foko_chat_ws_nauths--;
     ngx_foko_chat_ws_auth_next();
+
+    if (ws == NULL) {
+        ngx_foko_chat_ws_job_release(job);
+        return NGX_OK;
+    }
 
     ngx_queue_remove(&job->link);
     ws->njobs--;

@@ -41,7 +41,7 @@ sub ws_status {
 }
 
 my $n = 300;
-my (@live, @gone, @bad);
+my (@live, @bad);
 my ($most_running, $most_waiting) = (0, 0);
 my $sample = sub {
     my $w = ws_status();
@@ -62,7 +62,6 @@ for my $i (1 .. $n) {
         push @bad, $c;
     } elsif ($leaves->($i)) {
         $c->close;
-        push @gone, $c;
         $sample->();
     } else {
         push @live, $c;
