@@ -20,11 +20,15 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v "$cc" >/dev/null; then
-    echo "fuzz: installing clang"
+# clang and its runtimes (libFuzzer, the sanitizers), which clang only
+# recommends
+if ! command -v "$cc" >/dev/null || ! dpkg -s libclang-rt-dev >/dev/null 2>&1
+then
+    echo "fuzz: installing clang and its runtimes"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends clang >/dev/null
+        apt-get install -y -qq --no-install-recommends clang libclang-rt-dev \
+        >/dev/null
 fi
 
 if [ $# -gt 0 ]; then

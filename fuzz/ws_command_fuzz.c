@@ -28,11 +28,29 @@
     } while (0)
 
 
+/* the channels of a resume, or of an auth frame's "resume" */
+
 static void
-ws_command_fuzz_check(ngx_foko_chat_cmd_t *cmd, int rc)
+ws_command_fuzz_channels(ngx_foko_chat_cmd_t *cmd)
 {
     size_t  i;
 
+    check(cmd->nchannels <= NGX_FOKO_CHAT_CMD_RESUME_MAX);
+    check(cmd->nchannels == 0 || cmd->channels != NULL);
+
+    for (i = 0; i < cmd->nchannels; i++) {
+        check(ngx_foko_chat_oid_valid((const unsigned char *)
+                                      cmd->channels[i].id,
+                                      NGX_FOKO_CHAT_OID_LEN)
+              && cmd->channels[i].id[24] == '\0');
+        check(cmd->channels[i].seq >= 0);
+    }
+}
+
+
+static void
+ws_command_fuzz_check(ngx_foko_chat_cmd_t *cmd, int rc)
+{
     check(strlen(cmd->ref) <= NGX_FOKO_CHAT_CMD_REF_MAX);
 
     if (rc != 0) {
@@ -48,6 +66,7 @@ ws_command_fuzz_check(ngx_foko_chat_cmd_t *cmd, int rc)
         check(cmd->token != NULL);
         check(cmd->token_len > 0
               && cmd->token_len <= NGX_FOKO_CHAT_CMD_TOKEN_MAX);
+        ws_command_fuzz_channels(cmd);
         break;
 
     case NGX_FOKO_CHAT_CMD_SEND:
@@ -56,24 +75,18 @@ ws_command_fuzz_check(ngx_foko_chat_cmd_t *cmd, int rc)
         /* fall through */
 
     case NGX_FOKO_CHAT_CMD_TYPING:
-        check(ngx_foko_chat_cmd_is_id(cmd->channel, strlen(cmd->channel)));
+        check(ngx_foko_chat_oid_valid((const unsigned char *) cmd->channel,
+                                      strlen(cmd->channel)));
         break;
 
     case NGX_FOKO_CHAT_CMD_READ:
-        check(ngx_foko_chat_cmd_is_id(cmd->channel, strlen(cmd->channel)));
+        check(ngx_foko_chat_oid_valid((const unsigned char *) cmd->channel,
+                                      strlen(cmd->channel)));
         check(cmd->seq >= 0);
         break;
 
     case NGX_FOKO_CHAT_CMD_RESUME:
-        check(cmd->nchannels <= NGX_FOKO_CHAT_CMD_RESUME_MAX);
-        check(cmd->nchannels == 0 || cmd->channels != NULL);
-
-        for (i = 0; i < cmd->nchannels; i++) {
-            check(ngx_foko_chat_cmd_is_id(cmd->channels[i].id, 24)
-                  && cmd->channels[i].id[24] == '\0');
-            check(cmd->channels[i].seq >= 0);
-        }
-
+        ws_command_fuzz_channels(cmd);
         break;
 
     default:

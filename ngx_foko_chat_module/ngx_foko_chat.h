@@ -13,6 +13,8 @@
 #include <ngx_http.h>
 #include <ngx_thread_pool.h>
 
+#include "ngx_foko_chat_oid.h"
+
 
 #define NGX_FOKO_CHAT_SHM_NAME        "foko_chat"
 #define NGX_FOKO_CHAT_SHM_DEFAULT     (32 * 1024 * 1024)
@@ -20,8 +22,21 @@
 #define NGX_FOKO_CHAT_DEFAULT_DB      "foko_chat"
 
 
+/* the limits of names and ids, the same for every transport and file */
+#define NGX_FOKO_CHAT_EMAIL_MAX        254
+#define NGX_FOKO_CHAT_USERNAME_MAX     128     /* bytes, up to 32 chars */
+#define NGX_FOKO_CHAT_CHANNEL_NAME_MAX 256     /* bytes, up to 64 chars */
+#define NGX_FOKO_CHAT_CLIENT_ID_MAX    64
+#define NGX_FOKO_CHAT_ERR_LEN          256     /* a storage error's text */
+
+/* a ngx_str_t that holds exactly an ObjectId */
+#define ngx_foko_chat_is_id(s)                                               \
+    ngx_foko_chat_oid_valid((s)->data, (s)->len)
+
+
 typedef struct ngx_foko_chat_jwt_conf_s   ngx_foko_chat_jwt_conf_t;
 typedef struct ngx_foko_chat_mail_conf_s  ngx_foko_chat_mail_conf_t;
+typedef struct ngx_foko_chat_redis_conf_s ngx_foko_chat_redis_conf_t;
 
 
 /* a thread pool named by a directive */
@@ -80,6 +95,9 @@ typedef struct {
     ngx_foko_chat_jwt_conf_t  *jwt;
     ngx_foko_chat_mail_conf_t *mail;
     ngx_str_t                  public_url;
+
+    /* ngx_foko_chat_redis_conf.c: NULL without any foko_chat_redis_* */
+    ngx_foko_chat_redis_conf_t *redis;
 
     /* set when some location serves the module's handlers; api: tokens */
     unsigned                   used:1;

@@ -13,6 +13,7 @@
 #include "ngx_foko_chat_channels.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_messages.h"
+#include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_task.h"
 #include "ngx_foko_chat_store.h"
 
@@ -44,6 +45,8 @@ static void ngx_foko_chat_api_body_cleanup(void *data);
 static ngx_int_t ngx_foko_chat_api_health(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_foko_chat_api_health_done(ngx_foko_chat_task_t *task);
+static ngx_int_t ngx_foko_chat_api_health_send(ngx_http_request_t *r,
+    ngx_int_t rc);
 
 
 #define B  NGX_FOKO_CHAT_ROUTE_BODY
@@ -365,13 +368,29 @@ ngx_foko_chat_api_match(const char *pattern, ngx_str_t *path,
 }
 
 
+/*
+ * Health is the zone's view of MongoDB, which the probes of the workers
+ * keep current (every second each): an answer at once, also while MongoDB
+ * hangs.  Only before the first probe has answered does it ask MongoDB.
+ */
+
 static ngx_int_t
 ngx_foko_chat_api_health(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
 {
+    ngx_atomic_uint_t           state;
     ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_shm_ctx_t    *shm;
     ngx_foko_chat_main_conf_t  *fmcf;
 
     fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+    shm = fmcf->shm_zone->data;
+
+    state = shm->sh->mongo_state;
+
+    if (state != NGX_FOKO_CHAT_MONGO_UNKNOWN) {
+        return ngx_foko_chat_api_health_send(r,
+                   state == NGX_FOKO_CHAT_MONGO_UP ? NGX_OK : NGX_ERROR);
+    }
 
     task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_ping_t),
                                      r->connection->log);
@@ -398,17 +417,24 @@ ngx_foko_chat_api_health_done(ngx_foko_chat_task_t *task)
 {
     ngx_foko_chat_ping_t  *ping = task->data;
 
-    json_t  *body;
-
     ngx_foko_chat_store_report(ping->rc, ping->err, task->log);
 
     if (task->request == NULL) {
         return NGX_OK;
     }
 
-    if (ping->rc == NGX_OK) {
+    return ngx_foko_chat_api_health_send(task->request, ping->rc);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_api_health_send(ngx_http_request_t *r, ngx_int_t rc)
+{
+    json_t  *body;
+
+    if (rc == NGX_OK) {
         body = json_pack("{s:s,s:s}", "status", "ok", "mongo", "up");
-        return ngx_foko_chat_json_send(task->request, NGX_HTTP_OK, body);
+        return ngx_foko_chat_json_send(r, NGX_HTTP_OK, body);
     }
 
     body = ngx_foko_chat_json_error("storage_unavailable",
@@ -420,6 +446,5 @@ ngx_foko_chat_api_health_done(ngx_foko_chat_task_t *task)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_foko_chat_json_send(task->request,
-                                   NGX_HTTP_SERVICE_UNAVAILABLE, body);
+    return ngx_foko_chat_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE, body);
 }

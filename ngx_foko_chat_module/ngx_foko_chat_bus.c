@@ -22,10 +22,19 @@
  *
  * A worker that falls so far behind that the ring overwrote events it had
  * not read is told so (the "lost" handler): its clients have to resume.
+ *
+ * A reload that changes the zone's size gives the new cycle a new zone,
+ * which the old workers never see, while they still store the posts they
+ * hold.  The master writes the names of the new cycle's sockets into the
+ * old zone; an old worker that stores a message forwards it in one
+ * datagram to the new cycle's first slot, whose worker applies it to the
+ * new zone as if it were stored there (ngx_foko_chat_event_forwarded()):
+ * marked stored, into the ring and the new zone's event log.
  */
 
 
 #include "ngx_foko_chat_bus.h"
+#include "ngx_foko_chat_event.h"
 
 #include <sys/un.h>
 
@@ -39,8 +48,8 @@ typedef struct {
     uint32_t                   kind;
     int64_t                    seq;
     int64_t                    through;
-    u_char                     channel[24];
-    u_char                     user[24];
+    u_char                     channel[NGX_FOKO_CHAT_OID_LEN];
+    u_char                     user[NGX_FOKO_CHAT_OID_LEN];
     uint32_t                   nids;
     uint32_t                   json_len;
     /* nids ids of 24 bytes, then the JSON */
@@ -53,11 +62,23 @@ typedef struct {
 } ngx_foko_chat_bus_socks_t;
 
 
+/* a stored message forwarded to the workers of the zone that replaced ours */
+#define NGX_FOKO_CHAT_BUS_FWD_MAGIC  0x666f6b31
+
+typedef struct {
+    uint32_t                   magic;
+    uint32_t                   kind;       /* NGX_FOKO_CHAT_STORED_* */
+    /* the message as serialized */
+} ngx_foko_chat_bus_fwd_t;
+
+
 static void ngx_foko_chat_bus_close_socks(void *data);
 static void ngx_foko_chat_bus_name(struct sockaddr_un *sa, socklen_t *len,
     ngx_uint_t pid, uint64_t stamp, ngx_uint_t slot);
 static void ngx_foko_chat_bus_read(ngx_event_t *ev);
 static void ngx_foko_chat_bus_consume(ngx_event_t *ev);
+static void ngx_foko_chat_bus_successor(ngx_cycle_t *cycle,
+    ngx_foko_chat_shm_ctx_t *ctx, uint64_t stamp);
 
 
 /* the sockets of the current cycle: in a worker, inherited */
@@ -70,9 +91,11 @@ static ngx_connection_t             *ngx_foko_chat_bus_conn;
 static uint64_t                      ngx_foko_chat_bus_pos;
 static u_char                       *ngx_foko_chat_bus_buf;
 static size_t                        ngx_foko_chat_bus_buf_size;
+static u_char                       *ngx_foko_chat_bus_dgram;
 static ngx_event_t                   ngx_foko_chat_bus_local;
 static ngx_foko_chat_bus_handler_pt  ngx_foko_chat_bus_handler;
 static ngx_foko_chat_bus_lost_pt     ngx_foko_chat_bus_lost;
+static ngx_foko_chat_bus_exit_pt     ngx_foko_chat_bus_exit;
 
 
 /* the largest record of a message event, and the log that fits many */
@@ -192,7 +215,46 @@ ngx_foko_chat_bus_init_module(ngx_cycle_t *cycle)
 
     ngx_foko_chat_bus_socks = socks;
 
+    ngx_foko_chat_bus_successor(cycle, ctx, stamp);
+
     return NGX_OK;
+}
+
+
+/*
+ * A reload that replaced the zone: the old zone, still mapped in the
+ * master until the new cycle is set up, learns where its workers forward
+ * what they store from now on.
+ */
+
+static void
+ngx_foko_chat_bus_successor(ngx_cycle_t *cycle, ngx_foko_chat_shm_ctx_t *ctx,
+    uint64_t stamp)
+{
+    ngx_foko_chat_shm_ctx_t  *octx;
+
+    if (cycle->old_cycle == NULL || cycle->old_cycle->conf_ctx == NULL) {
+        return;
+    }
+
+    octx = ngx_foko_chat_shm_cycle(cycle->old_cycle);
+
+    if (octx == NULL || octx->sh == NULL || octx->sh == ctx->sh) {
+        return;
+    }
+
+    ngx_shmtx_lock(&octx->shpool->mutex);
+    octx->sh->next_pid = ngx_pid;
+    octx->sh->next_stamp = stamp;
+    ngx_shmtx_unlock(&octx->shpool->mutex);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    ctx->sh->replaced = ngx_time();
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "foko chat: the shared zone is replaced; the old "
+                  "workers forward what they store to the new ones");
 }
 
 
@@ -278,7 +340,10 @@ ngx_foko_chat_bus_init_process(ngx_cycle_t *cycle,
     ngx_foko_chat_bus_buf_size = ngx_max(ctx->sh->log_size / 4,
                                          NGX_FOKO_CHAT_BUS_MIN);
     ngx_foko_chat_bus_buf = ngx_alloc(ngx_foko_chat_bus_buf_size, cycle->log);
-    if (ngx_foko_chat_bus_buf == NULL) {
+    ngx_foko_chat_bus_dgram = ngx_alloc(ngx_foko_chat_bus_buf_size,
+                                        cycle->log);
+
+    if (ngx_foko_chat_bus_buf == NULL || ngx_foko_chat_bus_dgram == NULL) {
         return NGX_ERROR;
     }
 
@@ -305,6 +370,12 @@ ngx_foko_chat_bus_init_process(ngx_cycle_t *cycle,
 
     /* not a client: kept open until the worker exits, never reported */
     c->read->channel = 1;
+
+    /*
+     * "Idle", so that nginx calls the read handler with c->close set when
+     * a graceful shutdown begins: the exit handler learns of it then.
+     */
+    c->idle = 1;
 
     if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
         ngx_free_connection(c);
@@ -349,7 +420,8 @@ ngx_foko_chat_bus_publish_locked(ngx_foko_chat_shm_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    len = sizeof(ngx_foko_chat_bus_rec_t) + ev->nids * 24 + ev->json_len;
+    len = sizeof(ngx_foko_chat_bus_rec_t) + ev->nids * NGX_FOKO_CHAT_OID_LEN
+          + ev->json_len;
     len = ngx_align(len, NGX_FOKO_CHAT_BUS_ALIGN);
 
     if (len > sh->log_size / 4) {
@@ -403,15 +475,15 @@ ngx_foko_chat_bus_publish_locked(ngx_foko_chat_shm_ctx_t *ctx,
     rec->kind = (uint32_t) ev->kind;
     rec->seq = ev->seq;
     rec->through = ev->through;
-    ngx_memcpy(rec->channel, ev->channel, 24);
-    ngx_memcpy(rec->user, ev->user, 24);
+    ngx_memcpy(rec->channel, ev->channel, NGX_FOKO_CHAT_OID_LEN);
+    ngx_memcpy(rec->user, ev->user, NGX_FOKO_CHAT_OID_LEN);
     rec->nids = (uint32_t) ev->nids;
     rec->json_len = (uint32_t) ev->json_len;
 
     p = (u_char *) (rec + 1);
 
     if (ev->nids) {
-        p = ngx_cpymem(p, ev->ids, ev->nids * 24);
+        p = ngx_cpymem(p, ev->ids, ev->nids * NGX_FOKO_CHAT_OID_LEN);
     }
 
     ngx_memcpy(p, ev->json, ev->json_len);
@@ -494,15 +566,26 @@ ngx_foko_chat_bus_wake(ngx_foko_chat_shm_ctx_t *ctx)
 static void
 ngx_foko_chat_bus_read(ngx_event_t *ev)
 {
-    u_char                    buf[64];
     ssize_t                   n;
     ngx_connection_t         *c = ev->data;
+    ngx_foko_chat_bus_fwd_t  *fwd;
     ngx_foko_chat_shm_ctx_t  *ctx;
 
     ctx = c->data;
 
+    if (c->close) {
+        /* the worker shuts down; the socket stays for the wakes */
+        c->close = 0;
+        c->idle = 0;
+
+        if (ngx_foko_chat_bus_exit) {
+            ngx_foko_chat_bus_exit();
+        }
+    }
+
     for ( ;; ) {
-        n = recv(c->fd, buf, sizeof(buf), 0);
+        n = recv(c->fd, ngx_foko_chat_bus_dgram, ngx_foko_chat_bus_buf_size,
+                 MSG_TRUNC);
 
         if (n == -1) {
             if (ngx_socket_errno != NGX_EAGAIN
@@ -514,6 +597,27 @@ ngx_foko_chat_bus_read(ngx_event_t *ev)
 
             break;
         }
+
+        if ((size_t) n <= sizeof(ngx_foko_chat_bus_fwd_t)) {
+            /* a wake */
+            continue;
+        }
+
+        fwd = (ngx_foko_chat_bus_fwd_t *) ngx_foko_chat_bus_dgram;
+
+        if (fwd->magic != NGX_FOKO_CHAT_BUS_FWD_MAGIC) {
+            continue;
+        }
+
+        if ((size_t) n > ngx_foko_chat_bus_buf_size) {
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "foko chat: a message of %z bytes forwarded by "
+                          "a replaced zone's worker is too long", n);
+            continue;
+        }
+
+        ngx_foko_chat_event_forwarded(ctx, fwd->kind, (u_char *) (fwd + 1),
+                                      n - sizeof(ngx_foko_chat_bus_fwd_t));
     }
 
     /*
@@ -591,6 +695,8 @@ ngx_foko_chat_bus_consume(ngx_event_t *ev)
         ngx_shmtx_unlock(&ctx->shpool->mutex);
 
         if (lost) {
+            ngx_foko_chat_stat_inc(log_overruns);
+
             ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                           "foko chat: this worker fell behind the event "
                           "log; its WebSocket clients are asked to resume");
@@ -609,18 +715,101 @@ ngx_foko_chat_bus_consume(ngx_event_t *ev)
             len = rec->len;
 
             e.kind = rec->kind;
-            ngx_memcpy(e.channel, rec->channel, 24);
-            ngx_memcpy(e.user, rec->user, 24);
+            ngx_memcpy(e.channel, rec->channel, NGX_FOKO_CHAT_OID_LEN);
+            ngx_memcpy(e.user, rec->user, NGX_FOKO_CHAT_OID_LEN);
             e.seq = rec->seq;
             e.through = rec->through;
             e.nids = rec->nids;
-            e.ids = (u_char (*)[24]) (rec + 1);
-            e.json = (u_char *) (rec + 1) + rec->nids * 24;
+            e.ids = (u_char (*)[NGX_FOKO_CHAT_OID_LEN]) (rec + 1);
+            e.json = (u_char *) (rec + 1) + rec->nids * NGX_FOKO_CHAT_OID_LEN;
             e.json_len = rec->json_len;
+
+            if (e.kind == NGX_FOKO_CHAT_EV_LOST) {
+                /* ngx_foko_chat_redis_reader.c: every worker's clients */
+                if (ngx_foko_chat_bus_lost) {
+                    ngx_foko_chat_bus_lost();
+                }
+
+                continue;
+            }
 
             if (ngx_foko_chat_bus_handler) {
                 ngx_foko_chat_bus_handler(&e);
             }
         }
     }
+}
+
+
+void
+ngx_foko_chat_bus_on_exit(ngx_foko_chat_bus_exit_pt handler)
+{
+    ngx_foko_chat_bus_exit = handler;
+}
+
+
+/*
+ * A message this worker stored, if a reload replaced the zone: to the new
+ * cycle's first slot, by name.  1 if it went.
+ */
+
+ngx_uint_t
+ngx_foko_chat_bus_forward(ngx_foko_chat_shm_ctx_t *ctx, ngx_uint_t kind,
+    u_char *text, size_t len)
+{
+    uint64_t                  stamp;
+    socklen_t                 salen;
+    ngx_uint_t                pid;
+    struct iovec              iov[2];
+    struct msghdr             msg;
+    struct sockaddr_un        sa;
+    ngx_foko_chat_bus_fwd_t   fwd;
+
+    if (ngx_foko_chat_bus_conn == NULL || ctx->sh->next_stamp == 0) {
+        return 0;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    pid = ctx->sh->next_pid;
+    stamp = ctx->sh->next_stamp;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_foko_chat_bus_name(&sa, &salen, pid, stamp, 0);
+
+    fwd.magic = NGX_FOKO_CHAT_BUS_FWD_MAGIC;
+    fwd.kind = (uint32_t) kind;
+
+    iov[0].iov_base = &fwd;
+    iov[0].iov_len = sizeof(ngx_foko_chat_bus_fwd_t);
+    iov[1].iov_base = text;
+    iov[1].iov_len = len;
+
+    ngx_memzero(&msg, sizeof(struct msghdr));
+    msg.msg_name = &sa;
+    msg.msg_namelen = salen;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+
+    if (sendmsg(ngx_foko_chat_bus_conn->fd, &msg, 0) == -1) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, ngx_socket_errno,
+                      "foko chat: a stored message could not be forwarded "
+                      "to the workers of the new zone; their clients get "
+                      "it when they resume");
+        return 0;
+    }
+
+    return 1;
+}
+
+
+uint64_t
+ngx_foko_chat_bus_lag(ngx_foko_chat_shm_ctx_t *ctx)
+{
+    uint64_t  head;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    head = ctx->sh->log_head;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return head > ngx_foko_chat_bus_pos ? head - ngx_foko_chat_bus_pos : 0;
 }

@@ -22,17 +22,18 @@
 #define NGX_FOKO_CHAT_EV_LEAVE            4   /* user: who left */
 #define NGX_FOKO_CHAT_EV_TYPING           5   /* not to "user" */
 #define NGX_FOKO_CHAT_EV_PRESENCE         6   /* ids: the user's channels */
+#define NGX_FOKO_CHAT_EV_LOST             7   /* other hosts' events missed */
 
 
 typedef struct {
     ngx_uint_t                 kind;
-    u_char                     channel[24];
-    u_char                     user[24];
+    u_char                     channel[NGX_FOKO_CHAT_OID_LEN];
+    u_char                     user[NGX_FOKO_CHAT_OID_LEN];
     int64_t                    seq;
     int64_t                    through;    /* the channel's, as published */
     u_char                    *json;       /* the event as clients get it */
     size_t                     json_len;
-    u_char                   (*ids)[24];
+    u_char                   (*ids)[NGX_FOKO_CHAT_OID_LEN];
     ngx_uint_t                 nids;
 } ngx_foko_chat_event_t;
 
@@ -67,5 +68,20 @@ void ngx_foko_chat_bus_wake(ngx_foko_chat_shm_ctx_t *ctx);
 /* both of them */
 ngx_int_t ngx_foko_chat_bus_publish(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_event_t *ev);
+
+/*
+ * A message this worker stored ("kind": NGX_FOKO_CHAT_STORED_*, "text" as
+ * serialized), forwarded to the workers of the zone that replaced this
+ * one, if a reload did; 1 if it was sent.
+ */
+ngx_uint_t ngx_foko_chat_bus_forward(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_uint_t kind, u_char *text, size_t len);
+
+/* called once, when this worker begins a graceful shutdown */
+typedef void (*ngx_foko_chat_bus_exit_pt)(void);
+void ngx_foko_chat_bus_on_exit(ngx_foko_chat_bus_exit_pt handler);
+
+/* bytes of the log this worker has not read yet */
+uint64_t ngx_foko_chat_bus_lag(ngx_foko_chat_shm_ctx_t *ctx);
 
 #endif /* _NGX_FOKO_CHAT_BUS_H_INCLUDED_ */

@@ -25,7 +25,7 @@
 
 
 typedef struct {
-    u_char                         id[24];
+    u_char                         id[NGX_FOKO_CHAT_OID_LEN];
     u_char                         name_len;
     u_char                         name[NGX_FOKO_CHAT_USERNAME_MAX];
 } ngx_foko_chat_cache_member_t;
@@ -41,7 +41,7 @@ typedef struct {
 
 typedef struct {
     u_char                         color;
-    u_char                         id[24];
+    u_char                         id[NGX_FOKO_CHAT_OID_LEN];
     ngx_queue_t                    lru;
     ngx_uint_t                     nmembers;
     ngx_foko_chat_cache_member_t  *members;
@@ -128,14 +128,15 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_memzero(node, offsetof(ngx_rbtree_node_t, color)
                       + sizeof(ngx_foko_chat_cache_channel_t));
 
-    node->key = ngx_crc32_short(ch->id, 24);
+    node->key = ngx_crc32_short(ch->id, NGX_FOKO_CHAT_OID_LEN);
 
     cc = (ngx_foko_chat_cache_channel_t *) &node->color;
-    ngx_memcpy(cc->id, ch->id, 24);
+    ngx_memcpy(cc->id, ch->id, NGX_FOKO_CHAT_OID_LEN);
     cc->top = -1;
 
     ngx_rbtree_insert(&ctx->sh->channels, node);
     ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
+    ngx_foko_chat_stat_inc(cached_channels);
 
     cc->members = ngx_foko_chat_cache_alloc(ctx, ch->nmembers
                                       * sizeof(ngx_foko_chat_cache_member_t),
@@ -147,7 +148,7 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
 
     for (i = 0; i < ch->nmembers; i++) {
         m = &cc->members[i];
-        ngx_memcpy(m->id, ch->members[i], 24);
+        ngx_memcpy(m->id, ch->members[i], NGX_FOKO_CHAT_OID_LEN);
 
         name = json_object_get(names, (char *) ch->members[i]);
         s = name ? json_string_value(name) : NULL;
@@ -212,7 +213,7 @@ ngx_foko_chat_cache_member(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     *member = 0;
 
     for (i = 0; i < cc->nmembers; i++) {
-        if (ngx_memcmp(cc->members[i].id, user, 24) == 0) {
+        if (ngx_memcmp(cc->members[i].id, user, NGX_FOKO_CHAT_OID_LEN) == 0) {
             *member = 1;
             break;
         }
@@ -242,86 +243,19 @@ ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
 }
 
 
-ngx_int_t
-ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
-    json_t *message, char *dumped, ngx_uint_t kind)
+/*
+ * With the zone locked: a stored message into its channel's ring, if the
+ * channel is cached (a ring that cannot take it is dropped, so that it
+ * never answers with a hole).
+ */
+
+void
+ngx_foko_chat_cache_ring_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, json_t *message, char *text)
 {
-    char                           *json, *text;
-    size_t                          len;
-    json_t                         *seq, *event;
-    ngx_int_t                       rc;
-    const char                     *channel;
-    ngx_foko_chat_event_t           ev;
     ngx_foko_chat_cache_channel_t  *cc;
 
-    channel = json_string_value(json_object_get(message, "channel_id"));
-    seq = json_object_get(message, "seq");
-
-    if (channel == NULL || ngx_strlen(channel) != 24
-        || !json_is_integer(seq))
-    {
-        return NGX_ERROR;
-    }
-
-    /* serialized before the zone is locked, for the ring */
-    text = dumped ? dumped : json_dumps(message, JSON_COMPACT);
-    if (text == NULL) {
-        return NGX_ERROR;
-    }
-
-    json = NULL;
-    ngx_memzero(&ev, sizeof(ngx_foko_chat_event_t));
-
-    if (kind) {
-        /* serialized once here; every worker frames it once */
-
-        if (kind == NGX_FOKO_CHAT_CACHE_DELETED) {
-            event = json_pack("{s:s,s:s,s:O,s:O}", "type", "message_deleted",
-                              "channel_id", channel,
-                              "id", json_object_get(message, "id"),
-                              "seq", seq);
-            json = event ? json_dumps(event, JSON_COMPACT) : NULL;
-            json_decref(event);
-
-        } else {
-            /* {"type":"message","message":<the ring's text>} */
-            len = ngx_strlen(text);
-            json = malloc(sizeof("{\"type\":\"message_updated\","
-                                 "\"message\":}") + len);
-
-            if (json) {
-                ngx_sprintf((u_char *) json,
-                            "{\"type\":\"%s\",\"message\":%*s}%Z",
-                            (kind == NGX_FOKO_CHAT_CACHE_NEW)
-                            ? "message" : "message_updated",
-                            len, text);
-            }
-        }
-
-        if (json == NULL) {
-            if (text != dumped) {
-                free(text);
-            }
-
-            return NGX_ERROR;
-        }
-
-        ev.kind = (kind == NGX_FOKO_CHAT_CACHE_NEW)
-                  ? NGX_FOKO_CHAT_EV_MESSAGE : NGX_FOKO_CHAT_EV_CHANNEL;
-        ngx_memcpy(ev.channel, channel, 24);
-        ev.seq = json_integer_value(seq);
-        ev.json = (u_char *) json;
-        ev.json_len = ngx_strlen(json);
-    }
-
-    rc = NGX_OK;
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    ngx_foko_chat_seq_ack_locked(ctx->sh, (u_char *) channel,
-                                 json_integer_value(seq));
-
-    cc = ngx_foko_chat_cache_lookup(ctx->sh, (u_char *) channel);
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
 
     if (cc && cc->ring) {
         if (ngx_foko_chat_cache_put_locked(ctx, cc, message, text)
@@ -330,33 +264,8 @@ ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
             ngx_foko_chat_cache_free(ctx, cc);
         }
     }
-
-    if (json) {
-        /*
-         * In the same critical section as the ack: a worker that sees the
-         * channel stored through N has the events of every seq up to N.
-         */
-        ev.through = ngx_foko_chat_seq_through_locked(ctx->sh,
-                                                      (u_char *) channel);
-        rc = ngx_foko_chat_bus_publish_locked(ctx, &ev);
-    }
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    if (text != dumped) {
-        free(text);
-    }
-
-    if (json) {
-        free(json);
-
-        if (rc == NGX_OK) {
-            ngx_foko_chat_bus_wake(ctx);
-        }
-    }
-
-    return rc;
 }
+
 
 
 ngx_int_t
@@ -603,51 +512,36 @@ static void *
 ngx_foko_chat_cache_alloc(ngx_foko_chat_shm_ctx_t *ctx, size_t size,
     ngx_foko_chat_cache_channel_t *keep)
 {
-    void                           *p;
-    ngx_uint_t                      n;
-    ngx_queue_t                    *q;
-    ngx_foko_chat_cache_channel_t  *cc;
-
-    if (size == 0) {
-        return NULL;
-    }
-
-    for (n = 0; n < 64; n++) {
-        p = ngx_slab_alloc_locked(ctx->shpool, size);
-        if (p) {
-            return p;
-        }
-
-        if (!ctx->sh->evicting) {
-            ctx->sh->evicting = 1;
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "foko chat: the shared zone is full: cold channels "
-                          "are evicted from the cache; raise "
-                          "foko_chat_shm_size to keep more");
-        }
-
-        if (ngx_queue_empty(&ctx->sh->channels_lru)) {
-            return NULL;
-        }
-
-        q = ngx_queue_last(&ctx->sh->channels_lru);
-        cc = ngx_queue_data(q, ngx_foko_chat_cache_channel_t, lru);
-
-        if (cc == keep) {
-            return NULL;
-        }
-
-        ngx_foko_chat_cache_free(ctx, cc);
-    }
-
-    return NULL;
+    return ngx_foko_chat_shm_alloc_locked(ctx, size, keep);
 }
 
 
-void *
-ngx_foko_chat_cache_alloc_locked(ngx_foko_chat_shm_ctx_t *ctx, size_t size)
+/*
+ * The zone is full: the coldest cached channel goes, unless it is "keep"
+ * (the one being filled).  NGX_DECLINED: nothing more to evict.
+ */
+
+ngx_int_t
+ngx_foko_chat_cache_evict_locked(ngx_foko_chat_shm_ctx_t *ctx, void *keep)
 {
-    return ngx_foko_chat_cache_alloc(ctx, size, NULL);
+    ngx_queue_t                    *q;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    if (ngx_queue_empty(&ctx->sh->channels_lru)) {
+        return NGX_DECLINED;
+    }
+
+    q = ngx_queue_last(&ctx->sh->channels_lru);
+    cc = ngx_queue_data(q, ngx_foko_chat_cache_channel_t, lru);
+
+    if (cc == keep) {
+        return NGX_DECLINED;
+    }
+
+    ngx_foko_chat_stat_inc(evictions);
+    ngx_foko_chat_cache_free(ctx, cc);
+
+    return NGX_OK;
 }
 
 
@@ -674,4 +568,5 @@ ngx_foko_chat_cache_free(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_queue_remove(&cc->lru);
     ngx_rbtree_delete(&ctx->sh->channels, ngx_foko_chat_cache_node(cc));
     ngx_slab_free_locked(ctx->shpool, ngx_foko_chat_cache_node(cc));
+    ngx_foko_chat_stat_add(cached_channels, -1);
 }

@@ -41,19 +41,13 @@ ngx_int_t ngx_foko_chat_cache_member(ngx_foko_chat_shm_ctx_t *ctx,
 void ngx_foko_chat_cache_forget(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel);
 
-#define NGX_FOKO_CHAT_CACHE_QUIET     0
-#define NGX_FOKO_CHAT_CACHE_NEW       1
-#define NGX_FOKO_CHAT_CACHE_UPDATED   2
-#define NGX_FOKO_CHAT_CACHE_DELETED   3
-
 /*
- * An acknowledged, edited or deleted message: its seq is marked stored, it
- * goes into the ring if the channel is cached, and unless "kind" is QUIET
- * its event is published to every worker at the same moment.  "dumped",
- * if not NULL, is the message serialized already (JSON_COMPACT).
+ * With the zone locked: a stored message (acknowledged, edited, deleted)
+ * into the channel's ring if the channel is cached; "text" is the message
+ * serialized (JSON_COMPACT).  ngx_foko_chat_event_stored() calls it.
  */
-ngx_int_t ngx_foko_chat_cache_put_message(ngx_foko_chat_shm_ctx_t *ctx,
-    json_t *message, char *dumped, ngx_uint_t kind);
+void ngx_foko_chat_cache_ring_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, json_t *message, char *text);
 
 /*
  * A page of history from the ring, as GET .../messages defines it (after
@@ -65,11 +59,12 @@ ngx_int_t ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx,
     json_t **page, ngx_uint_t *more);
 
 /*
- * Zone memory for the zone's other users (counters): with the zone locked,
- * evicting cached channels to make room.
+ * With the zone locked: evicts the coldest cached channel but "keep";
+ * NGX_DECLINED if there is none.  ngx_foko_chat_shm_alloc_locked() calls
+ * it when the zone is full.
  */
-void *ngx_foko_chat_cache_alloc_locked(ngx_foko_chat_shm_ctx_t *ctx,
-    size_t size);
+ngx_int_t ngx_foko_chat_cache_evict_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    void *keep);
 
 /* the message of "author" with "client_id" if the ring has it */
 json_t *ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,

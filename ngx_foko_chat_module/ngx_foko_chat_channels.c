@@ -11,8 +11,10 @@
 
 
 #include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_event.h"
 #include "ngx_foko_chat_auth.h"
 #include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_users.h"
 #include "ngx_foko_chat_json.h"
 #include "ngx_foko_chat_jwt.h"
 #include "ngx_foko_chat_mail.h"
@@ -30,9 +32,9 @@ struct ngx_foko_chat_channel_op_s {
     ngx_foko_chat_channel_run_pt   run;
 
     /* input */
-    u_char                         user[25];
-    u_char                         username[NGX_FOKO_CHAT_NAME_MAX + 1];
-    u_char                         channel[25];
+    u_char                         user[NGX_FOKO_CHAT_OID_SIZE];
+    u_char                         username[NGX_FOKO_CHAT_USERNAME_MAX + 1];
+    u_char                         channel[NGX_FOKO_CHAT_OID_SIZE];
     ngx_foko_chat_channel_doc_t    ch;
     ngx_uint_t                     max_members;
     ngx_foko_chat_user_t           invitee;
@@ -41,8 +43,7 @@ struct ngx_foko_chat_channel_op_s {
     ngx_int_t                      rc;          /* NGX_ERROR: storage */
     u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
     ngx_uint_t                     status;
-    const char                    *code;
-    const char                    *message;
+    ngx_foko_chat_err_e            error;       /* the answer, if not E_NONE */
     json_t                        *result;
     unsigned                       invited:1;
     unsigned                       changed:1;   /* members or name */
@@ -60,6 +61,7 @@ static ngx_foko_chat_task_t *ngx_foko_chat_channels_task(
 static void ngx_foko_chat_channels_thread(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_channels_forget(ngx_foko_chat_channel_op_t *op);
 static void ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task);
 static const char *ngx_foko_chat_channels_name(json_t *body, u_char *out,
     ngx_uint_t required);
@@ -79,11 +81,9 @@ static ngx_int_t ngx_foko_chat_channels_find_mine(
 static json_t *ngx_foko_chat_channels_describe(
     ngx_foko_chat_channel_op_t *op, ngx_foko_chat_channel_doc_t *ch,
     json_t *reads);
-static void ngx_foko_chat_channels_publish(ngx_foko_chat_channel_op_t *op,
-    json_t *result);
 static void ngx_foko_chat_channels_online(json_t *result);
 static void ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op,
-    ngx_uint_t status, const char *code, const char *message);
+    ngx_foko_chat_err_e e);
 
 
 /* GET /api/channels */
@@ -134,8 +134,8 @@ ngx_foko_chat_channels_create(ngx_http_request_t *r,
 
     if (n > op->max_members) {
         ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_error(r, 422, "channel_full",
-                                             "too many members");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_TOO_MANY_MEMBERS,
+                                           NULL, NULL);
     }
 
     /* the creator first, then the others once each */
@@ -146,7 +146,7 @@ ngx_foko_chat_channels_create(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(op->ch.members[0], op->user, 25);
+    ngx_memcpy(op->ch.members[0], op->user, NGX_FOKO_CHAT_OID_SIZE);
     op->ch.nmembers = 1;
 
     for (i = 0; i < n; i++) {
@@ -163,31 +163,32 @@ ngx_foko_chat_channels_create(ngx_http_request_t *r,
         }
 
         for (j = 0; j < op->ch.nmembers; j++) {
-            if (ngx_strncmp(op->ch.members[j], id.data, 24) == 0) {
+            if (ngx_strncmp(op->ch.members[j], id.data,
+                            NGX_FOKO_CHAT_OID_LEN)
+                == 0)
+            {
                 break;
             }
         }
 
         if (j == op->ch.nmembers) {
-            ngx_memcpy(op->ch.members[j], id.data, 24);
-            op->ch.members[j][24] = '\0';
+            ngx_memcpy(op->ch.members[j], id.data, NGX_FOKO_CHAT_OID_LEN);
+            op->ch.members[j][NGX_FOKO_CHAT_OID_LEN] = '\0';
             op->ch.nmembers++;
         }
-    }
-
-    if (op->ch.nmembers < 2) {
-        free(op->ch.members);
-        ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_invalid(r, "members",
-                                 "must name at least one other user");
     }
 
     if (op->ch.nmembers > op->max_members) {
         free(op->ch.members);
         ngx_foko_chat_task_free(task);
-        return ngx_foko_chat_json_send_error(r, 422, "channel_full",
-                                             "too many members");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_TOO_MANY_MEMBERS,
+                                           NULL, NULL);
     }
+
+    /*
+     * A named channel may start with its creator alone and invite later;
+     * no name means a direct conversation, which is between two.
+     */
 
     if (op->ch.name[0] == '\0') {
         if (op->ch.nmembers != 2) {
@@ -288,33 +289,12 @@ ngx_foko_chat_channels_leave(ngx_http_request_t *r,
 
 
 ngx_uint_t
-ngx_foko_chat_is_id(ngx_str_t *s)
-{
-    ngx_uint_t  i;
-
-    if (s->len != 24) {
-        return 0;
-    }
-
-    for (i = 0; i < 24; i++) {
-        if (!((s->data[i] >= '0' && s->data[i] <= '9')
-              || (s->data[i] >= 'a' && s->data[i] <= 'f')))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-ngx_uint_t
 ngx_foko_chat_channel_has(ngx_foko_chat_channel_doc_t *ch, u_char *user)
 {
     ngx_uint_t  i;
 
     for (i = 0; i < ch->nmembers; i++) {
-        if (ngx_strncmp(ch->members[i], user, 24) == 0) {
+        if (ngx_strncmp(ch->members[i], user, NGX_FOKO_CHAT_OID_LEN) == 0) {
             return 1;
         }
     }
@@ -326,8 +306,8 @@ ngx_foko_chat_channel_has(ngx_foko_chat_channel_doc_t *ch, u_char *user)
 ngx_int_t
 ngx_foko_chat_send_not_found(ngx_http_request_t *r)
 {
-    return ngx_foko_chat_json_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                         "no such channel");
+    return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_NO_CHANNEL, NULL,
+                                       NULL);
 }
 
 
@@ -352,10 +332,11 @@ ngx_foko_chat_channels_task(ngx_http_request_t *r,
     ngx_memcpy(op->user, ctx->claims.sub, sizeof(op->user));
     ngx_memcpy(op->username, ctx->claims.name, ctx->claims.name_len + 1);
     op->max_members = fmcf->max_members;
+    op->error = NGX_FOKO_CHAT_E_NONE;
 
     if (ctx->nargs) {
-        ngx_memcpy(op->channel, ctx->args[0].data, 24);
-        ngx_memcpy(op->ch.id, ctx->args[0].data, 24);
+        ngx_memcpy(op->channel, ctx->args[0].data, NGX_FOKO_CHAT_OID_LEN);
+        ngx_memcpy(op->ch.id, ctx->args[0].data, NGX_FOKO_CHAT_OID_LEN);
     }
 
     return task;
@@ -431,6 +412,10 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
     result = op->result;
     op->result = NULL;
 
+    if (!task->failed && op->rc == NGX_OK) {
+        ngx_foko_chat_channels_forget(op);
+    }
+
     free(op->ch.members);
     op->ch.members = NULL;
 
@@ -438,14 +423,20 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
         ngx_foko_chat_channels_invite_mail(task);
     }
 
-    if (op->changed && !task->failed && op->rc == NGX_OK) {
-        /* every worker loads it anew from MongoDB when next used */
-        ngx_foko_chat_cache_forget(
-            ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle), op->channel);
-    }
+    /* members' presence first: the event carries it too */
+    ngx_foko_chat_channels_online(result);
 
-    if (op->event && !task->failed && op->rc == NGX_OK && op->code == NULL) {
-        ngx_foko_chat_channels_publish(op, result);
+    if (op->event && !task->failed && op->rc == NGX_OK
+        && op->error == NGX_FOKO_CHAT_E_NONE)
+    {
+        if (op->event[0] == 'j') {
+            ngx_foko_chat_event_channel(op->event, op->channel, result,
+                                        op->invitee.id,
+                                        op->invitee.username);
+        } else {
+            ngx_foko_chat_event_channel(op->event, op->channel, result,
+                                        op->user, op->username);
+        }
     }
 
     if (r == NULL) {
@@ -453,17 +444,14 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
         return NGX_OK;
     }
 
-    ngx_foko_chat_channels_online(result);
-
     if (task->failed || op->rc == NGX_ERROR) {
         json_decref(result);
         return ngx_foko_chat_json_send_unavailable(r, task->failed ? NULL
                                                                    : op->err);
     }
 
-    if (result == NULL && op->code) {
-        return ngx_foko_chat_json_send_error(r, op->status, op->code,
-                                             op->message);
+    if (result == NULL && op->error != NGX_FOKO_CHAT_E_NONE) {
+        return ngx_foko_chat_json_send_err(r, op->error, NULL, NULL);
     }
 
     if (op->status == NGX_HTTP_NO_CONTENT) {
@@ -474,6 +462,50 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
     }
 
     return ngx_foko_chat_json_send(r, op->status, result);
+}
+
+
+/*
+ * A channel changed in MongoDB: every worker loads it anew when next
+ * used.  Of the users' channel ids in the zone, a create adds it to its
+ * members' (no one can know the channel before its answer), a join or a
+ * leave makes the zone load the one user again (two changes of one user
+ * on two workers may end in either order), a rename changes no ids.
+ */
+
+static void
+ngx_foko_chat_channels_forget(ngx_foko_chat_channel_op_t *op)
+{
+    ngx_uint_t                i;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    if (op->changed) {
+        ngx_foko_chat_cache_forget(shm, op->channel);
+    }
+
+    if (op->event == NULL || op->error != NGX_FOKO_CHAT_E_NONE) {
+        return;
+    }
+
+    switch (op->event[0]) {
+
+    case 'c':
+        for (i = 0; op->ch.members && i < op->ch.nmembers; i++) {
+            ngx_foko_chat_users_add(shm, op->ch.members[i], op->ch.id);
+        }
+        break;
+
+    case 'j':
+        ngx_foko_chat_users_forget(shm, op->invitee.id[0] ? op->invitee.id
+                                                          : op->user);
+        break;
+
+    case 'l':
+        ngx_foko_chat_users_forget(shm, op->user);
+        break;
+    }
 }
 
 
@@ -508,7 +540,7 @@ ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task)
         return;
     }
 
-    link.len = sizeof("/invite?channel=&token=") - 1 + 24
+    link.len = sizeof("/invite?channel=&token=") - 1 + NGX_FOKO_CHAT_OID_LEN
                + ngx_strlen(token);
     link.data = ngx_alloc(link.len, task->log);
 
@@ -622,8 +654,7 @@ ngx_foko_chat_channels_create_run(ngx_foko_chat_channel_op_t *op)
     for (i = 0; i < op->ch.nmembers; i++) {
         if (json_object_get(names, (char *) op->ch.members[i]) == NULL) {
             json_decref(names);
-            ngx_foko_chat_channels_fail(op, 422, "unknown_user",
-                                        "a member is not a user");
+            ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_UNKNOWN_USER);
             return;
         }
     }
@@ -693,8 +724,7 @@ ngx_foko_chat_channels_rename_run(ngx_foko_chat_channel_op_t *op)
     }
 
     if (op->ch.direct) {
-        ngx_foko_chat_channels_fail(op, 422, "direct_channel",
-                                    "a direct conversation has no name");
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_DIRECT_NAME);
         return;
     }
 
@@ -719,16 +749,14 @@ ngx_foko_chat_channels_rename_run(ngx_foko_chat_channel_op_t *op)
 static void
 ngx_foko_chat_channels_invite_run(ngx_foko_chat_channel_op_t *op)
 {
-    ngx_int_t  rc;
+    ngx_foko_chat_join_e  joined;
 
     if (ngx_foko_chat_channels_find_mine(op) != NGX_OK) {
         return;
     }
 
     if (op->ch.direct) {
-        ngx_foko_chat_channels_fail(op, 422, "direct_channel",
-                                    "a direct conversation stays between "
-                                    "two");
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_DIRECT_MEMBERS);
         return;
     }
 
@@ -737,28 +765,25 @@ ngx_foko_chat_channels_invite_run(ngx_foko_chat_channel_op_t *op)
         return;
     }
 
-    rc = ngx_foko_chat_store_channel_join(op->channel, op->invitee.id,
-                                          op->max_members, op->err);
+    joined = ngx_foko_chat_store_channel_join(op->channel, op->invitee.id,
+                                              op->max_members, op->err);
 
-    if (rc == NGX_BUSY) {
-        ngx_foko_chat_channels_fail(op, NGX_HTTP_CONFLICT, "already_member",
-                                    "already a member of this channel");
+    if (joined == NGX_FOKO_CHAT_JOIN_MEMBER) {
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_ALREADY_MEMBER);
         return;
     }
 
-    if (rc == NGX_DECLINED) {
-        ngx_foko_chat_channels_fail(op, 422, "channel_full",
-                                    "the channel is full");
+    if (joined == NGX_FOKO_CHAT_JOIN_FULL) {
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_CHANNEL_FULL);
         return;
     }
 
-    if (rc == NGX_ABORT) {
-        ngx_foko_chat_channels_fail(op, NGX_HTTP_NOT_FOUND, "not_found",
-                                    "no such channel");
+    if (joined == NGX_FOKO_CHAT_JOIN_NO_CHANNEL) {
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_NO_CHANNEL);
         return;
     }
 
-    if (rc != NGX_OK) {
+    if (joined != NGX_FOKO_CHAT_JOINED) {
         op->rc = NGX_ERROR;
         return;
     }
@@ -790,8 +815,7 @@ ngx_foko_chat_channels_leave_run(ngx_foko_chat_channel_op_t *op)
     rc = ngx_foko_chat_store_channel_leave(op->channel, op->user, op->err);
 
     if (rc == NGX_DECLINED || rc == NGX_ABORT) {
-        ngx_foko_chat_channels_fail(op, NGX_HTTP_NOT_FOUND, "not_found",
-                                    "no such channel");
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_NO_CHANNEL);
         return;
     }
 
@@ -821,8 +845,7 @@ ngx_foko_chat_channels_find_mine(ngx_foko_chat_channel_op_t *op)
     }
 
     if (rc != NGX_OK || !ngx_foko_chat_channel_has(&op->ch, op->user)) {
-        ngx_foko_chat_channels_fail(op, NGX_HTTP_NOT_FOUND, "not_found",
-                                    "no such channel");
+        ngx_foko_chat_channels_fail(op, NGX_FOKO_CHAT_E_NO_CHANNEL);
         return NGX_DECLINED;
     }
 
@@ -896,120 +919,6 @@ ngx_foko_chat_channels_describe(ngx_foko_chat_channel_op_t *op,
 }
 
 
-/*
- * A change of a channel goes to its members' connections on every worker:
- * those who join (the members of a new channel, an invitee) start
- * receiving the channel with this event, one who leaves stops after it.
- */
-
-static void
-ngx_foko_chat_channels_publish(ngx_foko_chat_channel_op_t *op,
-    json_t *result)
-{
-    char                     *json;
-    u_char                   *user, *name, *ids;
-    json_t                   *event, *channel, *members;
-    ngx_uint_t                i, n;
-    const char               *id;
-    ngx_foko_chat_event_t     ev;
-    ngx_foko_chat_shm_ctx_t  *shm;
-
-    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
-    if (shm == NULL) {
-        return;
-    }
-
-    ngx_memzero(&ev, sizeof(ngx_foko_chat_event_t));
-
-    user = op->user;
-    name = op->username;
-
-    if (op->event[0] == 'j') {
-        user = op->invitee.id;
-        name = op->invitee.username;
-    }
-
-    if (result) {
-        channel = json_pack("{s:O,s:O,s:O,s:O}",
-                            "id", json_object_get(result, "id"),
-                            "name", json_object_get(result, "name"),
-                            "direct", json_object_get(result, "direct"),
-                            "members", json_object_get(result, "members"));
-    } else {
-        channel = json_pack("{s:s}", "id", (char *) op->channel);
-    }
-
-    event = json_pack("{s:s,s:s,s:o,s:{s:s,s:s}}", "type", "channel",
-                      "event", op->event, "channel", channel,
-                      "user", "id", (char *) user, "username", (char *) name);
-    json = event ? json_dumps(event, JSON_COMPACT) : NULL;
-    json_decref(event);
-
-    if (json == NULL) {
-        return;
-    }
-
-    ids = NULL;
-    ngx_memcpy(ev.channel, result ? (u_char *) json_string_value(
-                                        json_object_get(result, "id"))
-                                  : op->channel, 24);
-    ngx_memcpy(ev.user, user, 24);
-
-    switch (op->event[0]) {
-
-    case 'c':
-        /* created: every member joins */
-        members = json_object_get(result, "members");
-        n = json_array_size(members);
-
-        ids = ngx_alloc(n * 24 + 1, ngx_cycle->log);
-        if (ids == NULL) {
-            free(json);
-            return;
-        }
-
-        for (i = 0; i < n; i++) {
-            id = json_string_value(json_object_get(
-                                       json_array_get(members, i), "id"));
-            if (id == NULL || ngx_strlen(id) != 24) {
-                break;
-            }
-
-            ngx_memcpy(ids + ev.nids * 24, id, 24);
-            ev.nids++;
-        }
-
-        ev.kind = NGX_FOKO_CHAT_EV_JOIN;
-        ev.ids = (u_char (*)[24]) ids;
-        break;
-
-    case 'j':
-        ev.kind = NGX_FOKO_CHAT_EV_JOIN;
-        ev.ids = (u_char (*)[24]) ev.user;
-        ev.nids = 1;
-        break;
-
-    case 'l':
-        ev.kind = NGX_FOKO_CHAT_EV_LEAVE;
-        break;
-
-    default:
-        ev.kind = NGX_FOKO_CHAT_EV_CHANNEL;
-    }
-
-    ev.json = (u_char *) json;
-    ev.json_len = ngx_strlen(json);
-
-    (void) ngx_foko_chat_bus_publish(shm, &ev);
-
-    if (ids) {
-        ngx_free(ids);
-    }
-
-    free(json);
-}
-
-
 /* members' "online", from the shared zone: in a channel or in a list */
 
 static void
@@ -1038,7 +947,7 @@ ngx_foko_chat_channels_online(json_t *result)
             member = json_array_get(members, j);
             id = json_string_value(json_object_get(member, "id"));
 
-            if (id && ngx_strlen(id) == 24
+            if (id && ngx_strlen(id) == NGX_FOKO_CHAT_OID_LEN
                 && ngx_foko_chat_presence_online_locked(shm->sh,
                                                         (u_char *) id))
             {
@@ -1052,10 +961,8 @@ ngx_foko_chat_channels_online(json_t *result)
 
 
 static void
-ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op, ngx_uint_t status,
-    const char *code, const char *message)
+ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op,
+    ngx_foko_chat_err_e e)
 {
-    op->status = status;
-    op->code = code;
-    op->message = message;
+    op->error = e;
 }

@@ -30,8 +30,6 @@ ngx_int_t ngx_foko_chat_channels_invite(ngx_http_request_t *r,
 ngx_int_t ngx_foko_chat_channels_leave(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx);
 
-/* a 24-digit lowercase hex ObjectId */
-ngx_uint_t ngx_foko_chat_is_id(ngx_str_t *s);
 ngx_uint_t ngx_foko_chat_channel_has(ngx_foko_chat_channel_doc_t *ch,
     u_char *user);
 ngx_int_t ngx_foko_chat_send_not_found(ngx_http_request_t *r);

@@ -7,10 +7,19 @@
  * (bounded).  With the default thread pool shared with MongoDB work this
  * cap keeps threads free for storage; "foko_chat_hash_thread_pool" moves
  * hashing to a pool of its own.
+ *
+ * A hash's memory is mapped for it and unmapped after it.  From malloc,
+ * it stayed in the arena of each thread that ever hashed (glibc raises its
+ * mmap threshold to the size of the first such block freed): some 500 MB
+ * of a worker after a few dozen sign-ins on the default pool of 32
+ * threads.  Encoding and decoding follow argon2's own
+ * "$argon2id$v=19$m=M,t=T,p=P$salt$hash", base64 without padding.
  */
 
 
+#include <sys/mman.h>
 #include <argon2.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "ngx_foko_chat_hash.h"
@@ -19,10 +28,21 @@
 #define NGX_FOKO_CHAT_HASH_SALT_LEN   16
 #define NGX_FOKO_CHAT_HASH_RAW_LEN    32
 #define NGX_FOKO_CHAT_HASH_QUEUE_MAX  1024
+#define NGX_FOKO_CHAT_HASH_BYTES_MAX  64      /* of a stored salt or hash */
+#define NGX_FOKO_CHAT_HASH_PREFIX     "$argon2id$v=19$"
 
 
 static ngx_int_t ngx_foko_chat_hash_done(ngx_foko_chat_task_t *task);
 static void ngx_foko_chat_hash_next(void);
+static ngx_int_t ngx_foko_chat_hash_raw(ngx_foko_chat_hash_conf_t *hcf,
+    ngx_str_t *password, ngx_str_t *salt, ngx_str_t *out);
+static int ngx_foko_chat_hash_map(uint8_t **memory, size_t size);
+static void ngx_foko_chat_hash_unmap(uint8_t *memory, size_t size);
+static u_char *ngx_foko_chat_hash_base64(u_char *p, ngx_str_t *src);
+static ngx_int_t ngx_foko_chat_hash_decode(u_char *encoded,
+    ngx_foko_chat_hash_conf_t *hcf, ngx_str_t *salt, ngx_str_t *raw);
+static ngx_int_t ngx_foko_chat_hash_unbase64(u_char *p, u_char *last,
+    ngx_str_t *dst);
 
 
 static ngx_uint_t   ngx_foko_chat_hash_active;
@@ -264,21 +284,34 @@ ngx_int_t
 ngx_foko_chat_hash_make(ngx_foko_chat_hash_conf_t *hcf, ngx_str_t *password,
     u_char *out)
 {
-    u_char  salt[NGX_FOKO_CHAT_HASH_SALT_LEN];
+    u_char     *p;
+    u_char      salt_data[NGX_FOKO_CHAT_HASH_SALT_LEN];
+    u_char      raw_data[NGX_FOKO_CHAT_HASH_RAW_LEN];
+    ngx_str_t   salt, raw;
 
-    if (RAND_bytes(salt, sizeof(salt)) != 1) {
+    if (RAND_bytes(salt_data, sizeof(salt_data)) != 1) {
         return NGX_ERROR;
     }
 
-    if (argon2id_hash_encoded(hcf->t_cost, hcf->m_cost, hcf->parallelism,
-                              password->data, password->len,
-                              salt, sizeof(salt),
-                              NGX_FOKO_CHAT_HASH_RAW_LEN,
-                              (char *) out, NGX_FOKO_CHAT_HASH_LEN)
-        != ARGON2_OK)
-    {
+    salt.data = salt_data;
+    salt.len = sizeof(salt_data);
+    raw.data = raw_data;
+    raw.len = sizeof(raw_data);
+
+    if (ngx_foko_chat_hash_raw(hcf, password, &salt, &raw) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    /* at most 35 + 22 + 1 + 43 + 1 bytes of NGX_FOKO_CHAT_HASH_LEN */
+
+    p = ngx_sprintf(out, NGX_FOKO_CHAT_HASH_PREFIX "m=%uD,t=%uD,p=%uD$",
+                    hcf->m_cost, hcf->t_cost, hcf->parallelism);
+    p = ngx_foko_chat_hash_base64(p, &salt);
+    *p++ = '$';
+    p = ngx_foko_chat_hash_base64(p, &raw);
+    *p = '\0';
+
+    ngx_explicit_memzero(raw_data, sizeof(raw_data));
 
     return NGX_OK;
 }
@@ -287,30 +320,207 @@ ngx_foko_chat_hash_make(ngx_foko_chat_hash_conf_t *hcf, ngx_str_t *password,
 /*
  * NGX_OK on a match, NGX_DECLINED otherwise.  Without an encoded hash (an
  * unknown account) the same work is done against a throwaway salt, so that
- * the answer takes as long as for a wrong password.
+ * the answer takes as long as for a wrong password.  A stored hash is
+ * checked with the costs it was made with.
  */
 
 ngx_int_t
 ngx_foko_chat_hash_verify(ngx_foko_chat_hash_conf_t *hcf, u_char *encoded,
     ngx_str_t *password)
 {
-    u_char  salt[NGX_FOKO_CHAT_HASH_SALT_LEN];
-    u_char  raw[NGX_FOKO_CHAT_HASH_RAW_LEN];
+    u_char                     salt_data[NGX_FOKO_CHAT_HASH_BYTES_MAX];
+    u_char                     raw_data[NGX_FOKO_CHAT_HASH_BYTES_MAX];
+    u_char                     out_data[NGX_FOKO_CHAT_HASH_BYTES_MAX];
+    ngx_int_t                  rc;
+    ngx_str_t                  salt, raw, out;
+    ngx_foko_chat_hash_conf_t  stored;
+
+    salt.data = salt_data;
+    raw.data = raw_data;
+    out.data = out_data;
 
     if (encoded == NULL || encoded[0] == '\0') {
-        ngx_memzero(salt, sizeof(salt));
+        ngx_memzero(salt_data, NGX_FOKO_CHAT_HASH_SALT_LEN);
+        salt.len = NGX_FOKO_CHAT_HASH_SALT_LEN;
+        out.len = NGX_FOKO_CHAT_HASH_RAW_LEN;
 
-        (void) argon2id_hash_raw(hcf->t_cost, hcf->m_cost, hcf->parallelism,
-                                 password->data, password->len,
-                                 salt, sizeof(salt), raw, sizeof(raw));
+        (void) ngx_foko_chat_hash_raw(hcf, password, &salt, &out);
         return NGX_DECLINED;
     }
 
-    if (argon2id_verify((char *) encoded, password->data, password->len)
-        == ARGON2_OK)
-    {
-        return NGX_OK;
+    if (ngx_foko_chat_hash_decode(encoded, &stored, &salt, &raw) != NGX_OK) {
+        return NGX_DECLINED;
     }
 
-    return NGX_DECLINED;
+    out.len = raw.len;
+    rc = NGX_DECLINED;
+
+    if (ngx_foko_chat_hash_raw(&stored, password, &salt, &out) == NGX_OK
+        && CRYPTO_memcmp(out.data, raw.data, raw.len) == 0)
+    {
+        rc = NGX_OK;
+    }
+
+    ngx_explicit_memzero(out_data, sizeof(out_data));
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_hash_raw(ngx_foko_chat_hash_conf_t *hcf, ngx_str_t *password,
+    ngx_str_t *salt, ngx_str_t *out)
+{
+    argon2_context  ctx;
+
+    ngx_memzero(&ctx, sizeof(argon2_context));
+
+    ctx.out = out->data;
+    ctx.outlen = out->len;
+    ctx.pwd = password->data;
+    ctx.pwdlen = password->len;
+    ctx.salt = salt->data;
+    ctx.saltlen = salt->len;
+    ctx.t_cost = hcf->t_cost;
+    ctx.m_cost = hcf->m_cost;
+    ctx.lanes = hcf->parallelism;
+    ctx.threads = hcf->parallelism;
+    ctx.version = ARGON2_VERSION_13;
+    ctx.allocate_cbk = ngx_foko_chat_hash_map;
+    ctx.free_cbk = ngx_foko_chat_hash_unmap;
+    ctx.flags = ARGON2_DEFAULT_FLAGS;
+
+    return argon2id_ctx(&ctx) == ARGON2_OK ? NGX_OK : NGX_ERROR;
+}
+
+
+/* argon2 ignores the result and checks *memory for NULL */
+
+static int
+ngx_foko_chat_hash_map(uint8_t **memory, size_t size)
+{
+    void  *p;
+
+    p = mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS,
+             -1, 0);
+
+    if (p == MAP_FAILED) {
+        *memory = NULL;
+        return ARGON2_MEMORY_ALLOCATION_ERROR;
+    }
+
+    *memory = p;
+
+    return ARGON2_OK;
+}
+
+
+/* argon2 has wiped the memory already */
+
+static void
+ngx_foko_chat_hash_unmap(uint8_t *memory, size_t size)
+{
+    (void) munmap(memory, size);
+}
+
+
+static u_char *
+ngx_foko_chat_hash_base64(u_char *p, ngx_str_t *src)
+{
+    ngx_str_t  dst;
+
+    dst.data = p;
+    ngx_encode_base64(&dst, src);
+
+    p += dst.len;
+
+    while (p[-1] == '=') {
+        p--;
+    }
+
+    return p;
+}
+
+
+/* the costs into hcf, within the bounds of the directive */
+
+static ngx_int_t
+ngx_foko_chat_hash_decode(u_char *encoded, ngx_foko_chat_hash_conf_t *hcf,
+    ngx_str_t *salt, ngx_str_t *raw)
+{
+    u_char      *p, *last;
+    ngx_int_t    v[3];
+    ngx_uint_t   i;
+
+    static const char  names[] = "mtp";
+
+    if (ngx_strncmp(encoded, NGX_FOKO_CHAT_HASH_PREFIX,
+                    sizeof(NGX_FOKO_CHAT_HASH_PREFIX) - 1)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    p = encoded + sizeof(NGX_FOKO_CHAT_HASH_PREFIX) - 1;
+
+    for (i = 0; i < 3; i++) {
+        if (p[0] != (u_char) names[i] || p[1] != '=') {
+            return NGX_ERROR;
+        }
+
+        p += 2;
+
+        for (last = p; *last >= '0' && *last <= '9'; last++) {
+            /* void */
+        }
+
+        if (*last != (i < 2 ? ',' : '$')) {
+            return NGX_ERROR;
+        }
+
+        v[i] = ngx_atoi(p, last - p);
+        p = last + 1;
+    }
+
+    if (v[0] < 8 || v[0] > 1024 * 1024
+        || v[1] < 1 || v[1] > 64
+        || v[2] < 1 || v[2] > 16)
+    {
+        return NGX_ERROR;
+    }
+
+    hcf->m_cost = v[0];
+    hcf->t_cost = v[1];
+    hcf->parallelism = v[2];
+
+    last = (u_char *) ngx_strchr(p, '$');
+    if (last == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_foko_chat_hash_unbase64(p, last, salt) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = last + 1;
+
+    return ngx_foko_chat_hash_unbase64(p, p + ngx_strlen(p), raw);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_hash_unbase64(u_char *p, u_char *last, ngx_str_t *dst)
+{
+    ngx_str_t  src;
+
+    src.data = p;
+    src.len = last - p;
+
+    if (src.len == 0
+        || ngx_base64_decoded_length(src.len) > NGX_FOKO_CHAT_HASH_BYTES_MAX)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_decode_base64(dst, &src);
 }

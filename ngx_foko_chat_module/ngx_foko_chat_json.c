@@ -100,6 +100,96 @@ ngx_foko_chat_json_send_text(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+const ngx_foko_chat_error_t  ngx_foko_chat_errors[] = {
+    { NGX_HTTP_BAD_REQUEST, "invalid_request", "the request is invalid" },
+    { NGX_HTTP_NOT_FOUND, "not_found", "no such channel" },
+    { NGX_HTTP_NOT_FOUND, "not_found", "no such message" },
+    { NGX_HTTP_NOT_FOUND, "not_found", "no such message of yours" },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
+      "the message is too long" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "storage_unavailable",
+      "too many messages are waiting for the database" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "storage_unavailable",
+      "the database is unreachable" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "overloaded", "the server is too busy" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "overloaded",
+      "the server is out of memory" },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal",
+      "the message was not taken" },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, "internal",
+      "the message collides with a stored one" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "overloaded",
+      "too many messages wait for their ack" },
+
+    { NGX_HTTP_CONFLICT, "email_taken",
+      "an account with this email exists already" },
+    { NGX_HTTP_CONFLICT, "username_taken", "this username is taken" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_credentials",
+      "wrong email or password" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_token", "the account no longer exists" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_token",
+      "the password has changed since; sign in again" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_token",
+      "the link is invalid, used or expired" },
+    { NGX_HTTP_TOO_MANY_REQUESTS, "rate_limited",
+      "too many attempts; try again later" },
+
+    { 422, "channel_full", "too many members" },
+    { 422, "channel_full", "the channel is full" },
+    { 422, "unknown_user", "a member is not a user" },
+    { 422, "direct_channel", "a direct conversation has no name" },
+    { 422, "direct_channel", "a direct conversation stays between two" },
+    { NGX_HTTP_CONFLICT, "already_member",
+      "already a member of this channel" },
+
+    { 422, "client_id_reused",
+      "this client_id is taken by a message in another channel" },
+
+    { NGX_HTTP_OK, "", "" }
+};
+
+
+json_t *
+ngx_foko_chat_error_object(ngx_foko_chat_err_e e, const char *field,
+    const char *problem)
+{
+    const ngx_foko_chat_error_t  *err;
+
+    err = &ngx_foko_chat_errors[e];
+
+    if (e == NGX_FOKO_CHAT_E_INVALID && field && problem) {
+        return json_pack("{s:s,s:s++,s:s}", "code", err->code,
+                         "message", field, " ", problem, "field", field);
+    }
+
+    /* a conflict names the field it is about, but has no problem text */
+
+    if (field && problem == NULL) {
+        return json_pack("{s:s,s:s,s:s}", "code", err->code,
+                         "message", err->message, "field", field);
+    }
+
+    return json_pack("{s:s,s:s}", "code", err->code,
+                     "message", err->message);
+}
+
+
+ngx_int_t
+ngx_foko_chat_json_send_err(ngx_http_request_t *r, ngx_foko_chat_err_e e,
+    const char *field, const char *problem)
+{
+    json_t  *error;
+
+    error = ngx_foko_chat_error_object(e, field, problem);
+    if (error == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_foko_chat_json_send(r, ngx_foko_chat_errors[e].status,
+                                   json_pack("{s:o}", "error", error));
+}
+
+
 json_t *
 ngx_foko_chat_json_error(const char *code, const char *message)
 {
@@ -267,6 +357,79 @@ ngx_foko_chat_json_name(json_t *obj, const char *field, size_t max_chars,
     out[name.len] = '\0';
 
     return NULL;
+}
+
+
+uint32_t
+ngx_foko_chat_utf8_next(u_char **p, u_char *end)
+{
+    u_char    *s;
+    size_t     n, i;
+    uint32_t   c, min;
+
+    s = *p;
+    c = *s;
+
+    if (c < 0x80) {
+        *p = s + 1;
+        return c;
+    }
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 1;
+        c &= 0x1f;
+        min = 0x80;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 2;
+        c &= 0x0f;
+        min = 0x800;
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 3;
+        c &= 0x07;
+        min = 0x10000;
+
+    } else {
+        return NGX_FOKO_CHAT_UTF8_INVALID;
+    }
+
+    if ((size_t) (end - s) <= n) {
+        return NGX_FOKO_CHAT_UTF8_INVALID;
+    }
+
+    for (i = 1; i <= n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return NGX_FOKO_CHAT_UTF8_INVALID;
+        }
+
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        return NGX_FOKO_CHAT_UTF8_INVALID;
+    }
+
+    *p = s + n + 1;
+
+    return c;
+}
+
+
+ngx_uint_t
+ngx_foko_chat_utf8_valid(u_char *p, size_t len)
+{
+    u_char  *end;
+
+    end = p + len;
+
+    while (p < end) {
+        if (ngx_foko_chat_utf8_next(&p, end) == NGX_FOKO_CHAT_UTF8_INVALID) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

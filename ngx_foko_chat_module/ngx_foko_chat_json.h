@@ -27,6 +27,70 @@ ngx_int_t ngx_foko_chat_json_send_invalid(ngx_http_request_t *r,
 ngx_int_t ngx_foko_chat_json_send_unavailable(ngx_http_request_t *r,
     u_char *err);
 
+
+/*
+ * The errors an operation answers, whichever transport carries them: the
+ * REST API renders one as {"error": {code, message, field?}} with its
+ * status, the WebSocket as {"type": "error", ref?, code, message, field?}.
+ */
+
+typedef enum {
+    NGX_FOKO_CHAT_E_INVALID = 0,     /* 400, with a field and a problem */
+    NGX_FOKO_CHAT_E_NO_CHANNEL,
+    NGX_FOKO_CHAT_E_NO_MESSAGE,
+    NGX_FOKO_CHAT_E_NOT_YOURS,
+    NGX_FOKO_CHAT_E_TOO_LONG,
+    NGX_FOKO_CHAT_E_QUEUE_FULL,
+    NGX_FOKO_CHAT_E_STORAGE,
+    NGX_FOKO_CHAT_E_OVERLOADED,
+    NGX_FOKO_CHAT_E_NO_MEMORY,
+    NGX_FOKO_CHAT_E_NOT_TAKEN,
+    NGX_FOKO_CHAT_E_COLLISION,
+    NGX_FOKO_CHAT_E_ACKS,
+
+    /* accounts */
+    NGX_FOKO_CHAT_E_EMAIL_TAKEN,
+    NGX_FOKO_CHAT_E_USERNAME_TAKEN,
+    NGX_FOKO_CHAT_E_CREDENTIALS,
+    NGX_FOKO_CHAT_E_ACCOUNT_GONE,
+    NGX_FOKO_CHAT_E_PASSWORD_CHANGED,
+    NGX_FOKO_CHAT_E_BAD_LINK,
+    NGX_FOKO_CHAT_E_RATE_LIMITED,
+
+    /* channels */
+    NGX_FOKO_CHAT_E_TOO_MANY_MEMBERS,
+    NGX_FOKO_CHAT_E_CHANNEL_FULL,
+    NGX_FOKO_CHAT_E_UNKNOWN_USER,
+    NGX_FOKO_CHAT_E_DIRECT_NAME,
+    NGX_FOKO_CHAT_E_DIRECT_MEMBERS,
+    NGX_FOKO_CHAT_E_ALREADY_MEMBER,
+
+    /* messages, again */
+    NGX_FOKO_CHAT_E_CLIENT_ID_REUSED, /* 422: the client_id is elsewhere */
+
+    NGX_FOKO_CHAT_E_NONE             /* not an error */
+} ngx_foko_chat_err_e;
+
+
+typedef struct {
+    ngx_uint_t                 status;
+    const char                *code;
+    const char                *message;
+} ngx_foko_chat_error_t;
+
+
+extern const ngx_foko_chat_error_t  ngx_foko_chat_errors[];
+
+
+/*
+ * {code, message, field?}: "field" and "problem" for E_INVALID; "field"
+ * alone for a conflict about one field (E_USERNAME_TAKEN)
+ */
+json_t *ngx_foko_chat_error_object(ngx_foko_chat_err_e e, const char *field,
+    const char *problem);
+ngx_int_t ngx_foko_chat_json_send_err(ngx_http_request_t *r,
+    ngx_foko_chat_err_e e, const char *field, const char *problem);
+
 /*
  * Reads a string member: NULL if it is there and fits, else what is wrong
  * with it.  max is in bytes; control characters are refused unless
@@ -36,6 +100,17 @@ const char *ngx_foko_chat_json_string(json_t *obj, const char *field,
     size_t min, size_t max, ngx_uint_t multiline, ngx_str_t *out);
 const char *ngx_foko_chat_json_name(json_t *obj, const char *field,
     size_t max_chars, size_t max_bytes, u_char *out);
+
+
+#define NGX_FOKO_CHAT_UTF8_INVALID  0xffffffff
+
+/*
+ * The code point of valid UTF-8 (RFC 3629: no overlong form, surrogate or
+ * code point past U+10FFFF) at *p, before "end", moving *p past it; else
+ * NGX_FOKO_CHAT_UTF8_INVALID, *p unchanged.
+ */
+uint32_t ngx_foko_chat_utf8_next(u_char **p, u_char *end);
+ngx_uint_t ngx_foko_chat_utf8_valid(u_char *p, size_t len);
 
 
 #endif /* _NGX_FOKO_CHAT_JSON_H_INCLUDED_ */

@@ -445,7 +445,6 @@ ngx_foko_chat_jwt_decode(ngx_foko_chat_jwt_conf_t *conf, ngx_str_t *token,
     jwt_t       *jwt;
     u_char       buf[NGX_FOKO_CHAT_JWT_MAX_LEN + 1];
     ngx_int_t    rc;
-    ngx_uint_t   i;
     const char  *typ, *sub, *name;
 
     if (token->len == 0 || token->len > NGX_FOKO_CHAT_JWT_MAX_LEN) {
@@ -483,24 +482,18 @@ ngx_foko_chat_jwt_decode(ngx_foko_chat_jwt_conf_t *conf, ngx_str_t *token,
     }
 
     sub = jwt_get_grant(jwt, "sub");
-    if (sub == NULL || ngx_strlen(sub) != NGX_FOKO_CHAT_ID_LEN) {
+    if (sub == NULL
+        || !ngx_foko_chat_oid_valid((u_char *) sub, ngx_strlen(sub)))
+    {
         goto done;
     }
 
-    for (i = 0; i < NGX_FOKO_CHAT_ID_LEN; i++) {
-        if (!((sub[i] >= '0' && sub[i] <= '9')
-              || (sub[i] >= 'a' && sub[i] <= 'f')))
-        {
-            goto done;
-        }
-    }
-
-    ngx_memcpy(claims->sub, sub, NGX_FOKO_CHAT_ID_LEN + 1);
+    ngx_memcpy(claims->sub, sub, NGX_FOKO_CHAT_OID_LEN + 1);
 
     name = jwt_get_grant(jwt, "name");
     len = name ? ngx_strlen(name) : 0;
 
-    if (len > NGX_FOKO_CHAT_NAME_MAX) {
+    if (len > NGX_FOKO_CHAT_USERNAME_MAX) {
         goto done;
     }
 

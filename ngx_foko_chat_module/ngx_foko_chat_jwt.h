@@ -17,8 +17,6 @@
 #define NGX_FOKO_CHAT_JWT_TTL          86400
 #define NGX_FOKO_CHAT_JWT_MAX_LEN      4096
 
-#define NGX_FOKO_CHAT_ID_LEN           24
-#define NGX_FOKO_CHAT_NAME_MAX         128     /* bytes of a username */
 
 
 /* what a token is for: an access token is never accepted as another kind */
@@ -36,8 +34,8 @@ struct ngx_foko_chat_jwt_conf_s {
 
 
 typedef struct {
-    u_char                     sub[NGX_FOKO_CHAT_ID_LEN + 1];
-    u_char                     name[NGX_FOKO_CHAT_NAME_MAX + 1];
+    u_char                     sub[NGX_FOKO_CHAT_OID_LEN + 1];
+    u_char                     name[NGX_FOKO_CHAT_USERNAME_MAX + 1];
     size_t                     name_len;
     long                       ver;          /* password version, or -1 */
     time_t                     exp;

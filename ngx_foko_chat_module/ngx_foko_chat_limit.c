@@ -5,15 +5,24 @@
  * Fixed windows counted per key ("login:acct:<email>", "login:addr:<ip>",
  * ...) in a red-black tree by crc32 with an LRU queue, in the manner of
  * limit_req: when the zone is short, the least recently used counters go
- * first.
+ * first.  With several hosts (foko_chat_redis_url) the counters are in
+ * Redis (ngx_foko_chat_redis_limit.c); these are the fallback.
  */
 
 
 #include "ngx_foko_chat_limit.h"
-#include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_redis.h"
+#include "ngx_foko_chat_task.h"
 
 
-#define NGX_FOKO_CHAT_LIMIT_KEY_MAX  255
+/* a successful attempt, taken back in Redis too */
+typedef struct {
+    ngx_uint_t                 clear;
+    ngx_str_t                  key;
+    u_char                     err[NGX_FOKO_CHAT_REDIS_ERR_LEN];
+    u_char                     data[NGX_FOKO_CHAT_LIMIT_KEY_MAX];
+} ngx_foko_chat_limit_settle_t;
+
 
 
 
@@ -34,6 +43,10 @@ static void ngx_foko_chat_limit_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_foko_chat_limit_expire(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_uint_t force);
+static void ngx_foko_chat_limit_settle(ngx_str_t *key, ngx_uint_t clear);
+static void ngx_foko_chat_limit_settle_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_limit_settle_done(ngx_foko_chat_task_t *task);
 
 
 static struct {
@@ -198,7 +211,7 @@ ngx_foko_chat_limit_take(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key,
         ngx_foko_chat_limit_expire(ctx, 1);
 
         /* cached channels give way to counters that protect accounts */
-        node = ngx_foko_chat_cache_alloc_locked(ctx, size);
+        node = ngx_foko_chat_shm_alloc_locked(ctx, size, NULL);
         if (node == NULL) {
             /* open rather than evict counters that still count */
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -249,6 +262,8 @@ ngx_foko_chat_limit_refund(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key)
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_foko_chat_limit_settle(key, 0);
 }
 
 
@@ -270,6 +285,65 @@ ngx_foko_chat_limit_clear(ngx_foko_chat_shm_ctx_t *ctx, ngx_str_t *key)
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_foko_chat_limit_settle(key, 1);
+}
+
+
+/*
+ * With Redis the counters are there: the same change, on the storage
+ * pool, answered by nobody (a failure leaves the attempt counted).
+ */
+
+static void
+ngx_foko_chat_limit_settle(ngx_str_t *key, ngx_uint_t clear)
+{
+    ngx_foko_chat_task_t          *task;
+    ngx_foko_chat_main_conf_t     *fmcf;
+    ngx_foko_chat_limit_settle_t  *ls;
+
+    if (!ngx_foko_chat_redis_on()) {
+        return;
+    }
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_foko_chat_module);
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_limit_settle_t),
+                                     ngx_cycle->log);
+    if (task == NULL) {
+        return;
+    }
+
+    ls = task->data;
+    ls->clear = clear;
+    ls->key.data = ls->data;
+    ls->key.len = ngx_cpymem(ls->data, key->data, key->len) - ls->data;
+
+    task->run = ngx_foko_chat_limit_settle_run;
+    task->done = ngx_foko_chat_limit_settle_done;
+
+    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
+        ngx_foko_chat_task_free(task);
+    }
+}
+
+
+static void
+ngx_foko_chat_limit_settle_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_limit_settle_t  *ls = task->data;
+
+    (void) ngx_foko_chat_redis_limit_settle(ls->clear ? &ls->key : NULL,
+                                            ls->clear ? NULL : &ls->key,
+                                            ls->err);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_limit_settle_done(ngx_foko_chat_task_t *task)
+{
+    return NGX_OK;
 }
 
 

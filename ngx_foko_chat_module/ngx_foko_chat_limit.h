@@ -13,6 +13,9 @@
 #include "ngx_foko_chat_shm.h"
 
 
+#define NGX_FOKO_CHAT_LIMIT_KEY_MAX  255
+
+
 void ngx_foko_chat_limit_init(ngx_foko_chat_sh_t *sh);
 
 char *ngx_foko_chat_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -11,6 +11,7 @@
 
 #include "ngx_foko_chat.h"
 #include "ngx_foko_chat_api.h"
+#include "ngx_foko_chat_json.h"
 
 #include <jansson.h>
 
@@ -44,39 +45,69 @@ void ngx_foko_chat_messages_stats(ngx_uint_t *queued, ngx_uint_t *loads,
 
 
 /*
- * A post made outside an HTTP request (a WebSocket "send").  The body has
- * "text" and "client_id" as the REST call takes them.  The answer, later,
- * goes to handler(data, status, answer): 201 or 200 with { message }, or
- * an error status with { code, message, field? }; the handler owns
- * "answer".
+ * The operations on messages, whichever transport asked: each takes its
+ * input and a completion, and knows nothing of HTTP or WebSocket.  The
+ * REST handlers above and the WebSocket commands decode, call one of
+ * these, and encode the answer.
+ *
+ * The completion, handler(data, answer), is called once, maybe before the
+ * call returns; it borrows the answer.  An operation that returns NGX_DONE
+ * is still under way, and *handle can cancel its completion (a post is
+ * stored all the same).  NGX_OK: answered already.  NGX_ERROR: out of
+ * memory, nothing is called.
  */
-
-typedef void (*ngx_foko_chat_post_done_pt)(void *data, ngx_uint_t status,
-    json_t *answer);
 
 typedef struct {
-    u_char                        *user;          /* 24 hex digits, NUL */
+    ngx_uint_t                     status;
+    ngx_foko_chat_err_e            error;       /* E_NONE: success */
+    const char                    *field;       /* E_INVALID */
+    const char                    *problem;
+
+    json_t                        *message;     /* post, edit, delete */
+    ngx_str_t                      text;        /* the message, dumped */
+    json_t                        *page;        /* page */
+    ngx_uint_t                     more;
+    u_char                        *channel;     /* read */
+    int64_t                        seq;
+} ngx_foko_chat_answer_t;
+
+
+typedef void (*ngx_foko_chat_answer_pt)(void *data,
+    ngx_foko_chat_answer_t *answer);
+
+
+typedef struct {
+    u_char                        *user;        /* an ObjectId, NUL */
     u_char                        *username;
-    u_char                        *channel;       /* 24 hex digits, NUL */
-    json_t                        *body;
-    ngx_foko_chat_post_done_pt     handler;
+    ngx_str_t                      channel;     /* checked as an id */
+    ngx_str_t                      message;     /* edit, delete */
+
+    json_t                        *body;        /* post, edit: {text...} */
+    int64_t                        seq;         /* read */
+    int64_t                        before;      /* page: 0, or below */
+    int64_t                        after;       /* page: -1, or above */
+    int64_t                        upto;        /* page: -1: stored */
+    ngx_uint_t                     limit;
+
+    ngx_foko_chat_answer_pt        handler;
     void                          *data;
     ngx_log_t                     *log;
-} ngx_foko_chat_post_t;
+} ngx_foko_chat_op_in_t;
 
-/*
- * NGX_DONE: the handler is called later, and *handle can cancel that;
- * NGX_OK: answered at once with *status and *answer (the handler is not
- * called); NGX_ERROR: out of memory.
- */
-ngx_int_t ngx_foko_chat_messages_submit(ngx_foko_chat_post_t *post,
-    void **handle, ngx_uint_t *status, json_t **answer);
-/* the caller went away: the post is stored, the handler is not called */
+
+ngx_int_t ngx_foko_chat_message_post(ngx_foko_chat_op_in_t *in,
+    void **handle);
+ngx_int_t ngx_foko_chat_message_edit(ngx_foko_chat_op_in_t *in,
+    void **handle);
+ngx_int_t ngx_foko_chat_message_delete(ngx_foko_chat_op_in_t *in,
+    void **handle);
+ngx_int_t ngx_foko_chat_message_mark_read(ngx_foko_chat_op_in_t *in,
+    void **handle);
+ngx_int_t ngx_foko_chat_message_page(ngx_foko_chat_op_in_t *in,
+    void **handle);
+
+/* the caller went away: its operation goes on, the handler is not called */
 void ngx_foko_chat_messages_cancel(void *handle);
-
-/* a read mark was stored: every member's connections hear of it */
-void ngx_foko_chat_messages_publish_read(u_char *channel, u_char *user,
-    int64_t seq);
 
 
 #endif /* _NGX_FOKO_CHAT_MESSAGES_H_INCLUDED_ */

@@ -19,6 +19,7 @@
 #include "ngx_foko_chat_bus.h"
 #include "ngx_foko_chat_ws.h"
 #include "ngx_foko_chat_presence.h"
+#include "ngx_foko_chat_redis.h"
 
 
 static void *ngx_foko_chat_create_main_conf(ngx_conf_t *cf);
@@ -41,6 +42,28 @@ static char *ngx_foko_chat_buffer_check(ngx_conf_t *cf, void *post,
 static ngx_int_t ngx_foko_chat_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_foko_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_foko_chat_exit_process(ngx_cycle_t *cycle);
+static void ngx_foko_chat_exiting(void);
+static void ngx_foko_chat_keep(ngx_event_t *ev);
+static ngx_uint_t ngx_foko_chat_open_clients(ngx_cycle_t *cycle);
+
+
+/*
+ * A worker that shuts down (a reload, a graceful stop) leaves as soon as
+ * only cancelable timers are left, and a request that waits on the
+ * thread pool (a post whose membership or seq is being read, a batch
+ * being stored) has none: its client would get no answer for a message
+ * that is stored.  When the shutdown begins (the bus tells), the keeper,
+ * a timer that is never cancelable, looks every 100 ms whether a
+ * client's connection is still open, for at most 60 s.
+ */
+
+#define NGX_FOKO_CHAT_KEEP_EXITING   100
+#define NGX_FOKO_CHAT_KEEP_MAX       60
+
+
+static ngx_event_t       ngx_foko_chat_keeper;
+static ngx_connection_t  ngx_foko_chat_keeper_conn;
+static time_t            ngx_foko_chat_keeper_since;
 
 
 static ngx_conf_post_t  ngx_foko_chat_shm_size_post = {
@@ -65,6 +88,14 @@ static ngx_conf_post_t  ngx_foko_chat_message_size_post = {
 
 static ngx_conf_post_t  ngx_foko_chat_buffer_post = {
     ngx_foko_chat_buffer_check
+};
+
+static ngx_conf_num_bounds_t  ngx_foko_chat_redis_partitions_bounds = {
+    ngx_conf_check_num_bounds, 1, NGX_FOKO_CHAT_REDIS_PARTITIONS_MAX
+};
+
+static ngx_conf_num_bounds_t  ngx_foko_chat_redis_length_bounds = {
+    ngx_conf_check_num_bounds, 100, 100000000
 };
 
 
@@ -210,6 +241,41 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       offsetof(ngx_foko_chat_main_conf_t, presence_grace),
       NULL },
 
+    { ngx_string("foko_chat_redis_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_redis_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_host_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_redis_host_id,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("foko_chat_redis_partitions"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_redis_number,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_redis_conf_t, partitions),
+      &ngx_foko_chat_redis_partitions_bounds },
+
+    { ngx_string("foko_chat_redis_stream_length"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_redis_number,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_redis_conf_t, stream_length),
+      &ngx_foko_chat_redis_length_bounds },
+
+    { ngx_string("foko_chat_redis_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_foko_chat_redis_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("foko_chat_websocket"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_foko_chat_location,
@@ -225,7 +291,7 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       ngx_foko_chat_api_handler },
 
     { ngx_string("foko_chat_status"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_foko_chat_location,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -288,6 +354,7 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
      *     fmcf->jwt = NULL;
      *     fmcf->mail = NULL;
      *     fmcf->public_url = { 0, NULL };
+     *     fmcf->redis = NULL;
      *     fmcf->used = 0;
      *     fmcf->api = 0;
      */
@@ -360,6 +427,10 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_foko_chat_mail_init_main_conf(cf, fmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_foko_chat_redis_init_conf(cf, fmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -574,6 +645,10 @@ ngx_foko_chat_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         fmcf->api = 1;
     }
 
+    if (cmd->post == ngx_foko_chat_status_handler) {
+        return ngx_foko_chat_status_format(cf, clcf);
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -594,20 +669,92 @@ ngx_foko_chat_init_process(ngx_cycle_t *cycle)
      * nginx does not respawn a worker whose init_process failed.
      */
 
-    if (ngx_foko_chat_mail_init_process(cycle) != NGX_OK
+    if (ngx_foko_chat_status_init_process(cycle) != NGX_OK
+        || ngx_foko_chat_mail_init_process(cycle) != NGX_OK
         || ngx_foko_chat_messages_init_process(cycle) != NGX_OK
-        || ngx_foko_chat_ws_init_process(cycle) != NGX_OK)
+        || ngx_foko_chat_ws_init_process(cycle) != NGX_OK
+        || ngx_foko_chat_redis_init_process(cycle) != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    if (ngx_process == NGX_PROCESS_WORKER) {
+        /* a debug log reads an event's data as a connection */
+        ngx_foko_chat_keeper_conn.fd = (ngx_socket_t) -1;
+        ngx_foko_chat_keeper.data = &ngx_foko_chat_keeper_conn;
+        ngx_foko_chat_keeper.handler = ngx_foko_chat_keep;
+        ngx_foko_chat_keeper.log = cycle->log;
+        ngx_foko_chat_bus_on_exit(ngx_foko_chat_exiting);
     }
 
     return ngx_foko_chat_store_init_process(cycle);
 }
 
 
+/* the worker begins to shut down: before nginx looks at its timers */
+
+static void
+ngx_foko_chat_exiting(void)
+{
+    if (ngx_foko_chat_keeper_since == 0) {
+        ngx_foko_chat_keeper_since = ngx_time();
+        ngx_foko_chat_keep(&ngx_foko_chat_keeper);
+    }
+}
+
+
+static void
+ngx_foko_chat_keep(ngx_event_t *ev)
+{
+    ngx_uint_t  n;
+
+    n = ngx_foko_chat_open_clients((ngx_cycle_t *) ngx_cycle);
+
+    if (n == 0) {
+        return;
+    }
+
+    if (ngx_time() - ngx_foko_chat_keeper_since >= NGX_FOKO_CHAT_KEEP_MAX) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "foko chat: %ui client connections still wait for "
+                      "an answer after %d s; the worker exits",
+                      n, NGX_FOKO_CHAT_KEEP_MAX);
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_FOKO_CHAT_KEEP_EXITING);
+}
+
+
+/* the connections that nginx would report as left open at exit */
+
+static ngx_uint_t
+ngx_foko_chat_open_clients(ngx_cycle_t *cycle)
+{
+    ngx_uint_t         i, n;
+    ngx_connection_t  *c;
+
+    c = cycle->connections;
+    n = 0;
+
+    for (i = 0; i < cycle->connection_n; i++) {
+        if (c[i].fd != (ngx_socket_t) -1 && c[i].read
+            && !c[i].read->accept && !c[i].read->channel
+            && !c[i].read->resolver)
+        {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
 static void
 ngx_foko_chat_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_foko_chat_redis_exit_process(cycle);
     ngx_foko_chat_store_exit_process(cycle);
     ngx_foko_chat_mail_exit_process(cycle);
+    ngx_foko_chat_status_exit_process(cycle);
 }

@@ -130,7 +130,7 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
     ngx_uint_t                i, loaded, member;
     ngx_foko_chat_shm_ctx_t  *shm;
 
-    static u_char             nobody[NGX_FOKO_CHAT_ID_LEN + 1];
+    static u_char             nobody[NGX_FOKO_CHAT_OID_LEN + 1];
 
     shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
     loaded = 0;

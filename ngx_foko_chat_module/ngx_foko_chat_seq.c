@@ -7,11 +7,16 @@
  * Counters are never evicted: one whose messages are still being written
  * would otherwise restart from MongoDB and hand out a number twice.  A
  * restart reloads them from MongoDB, where only acknowledged messages are.
+ *
+ * The zone also records which worker took each seq not stored yet, so
+ * that the seqs of a worker that died are known at once: the first worker
+ * that sees the death takes them over and fills them with gap tombstones
+ * (ngx_foko_chat_gaps.c), which readers and subscribers pass over.
  */
 
 
 #include "ngx_foko_chat_seq.h"
-#include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_redis.h"
 
 
 #define ngx_foko_chat_seq_lookup(sh, channel)                                 \
@@ -24,7 +29,7 @@
 
 typedef struct {
     u_char                     color;
-    u_char                     id[24];
+    u_char                     id[NGX_FOKO_CHAT_OID_LEN];
     int64_t                    last;       /* handed out */
     int64_t                    acked;      /* stored, highest */
 
@@ -36,11 +41,23 @@ typedef struct {
     int64_t                    through;
     time_t                     moved;
     uint64_t                   stored[NGX_FOKO_CHAT_SEQ_WINDOW / 64];
+
+    /* who took through + 1 + i: an owner number, 0 if not known */
+    u_char                     owner[NGX_FOKO_CHAT_SEQ_WINDOW];
 } ngx_foko_chat_seq_node_t;
 
 
+static ngx_uint_t  ngx_foko_chat_seq_me;    /* this worker's owner number */
+
+
+static ngx_foko_chat_seq_node_t *ngx_foko_chat_seq_add_locked(
+    ngx_foko_chat_shm_ctx_t *ctx, u_char *channel, int64_t stored);
 static void ngx_foko_chat_seq_advance(ngx_foko_chat_seq_node_t *sn);
 static void ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n);
+static ngx_uint_t ngx_foko_chat_seq_dead_locked(ngx_foko_chat_sh_t *sh,
+    u_char *dead);
+static ngx_uint_t ngx_foko_chat_seq_adopt_locked(ngx_foko_chat_seq_node_t *sn,
+    u_char *dead, ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t n, ngx_uint_t max);
 
 
 void
@@ -48,6 +65,32 @@ ngx_foko_chat_seq_init(ngx_foko_chat_sh_t *sh)
 {
     ngx_rbtree_init(&sh->seqs, &sh->seqs_sentinel,
                     ngx_foko_chat_shm_id_insert_value);
+    ngx_memzero(sh->seq_owners, sizeof(sh->seq_owners));
+}
+
+
+/*
+ * A worker takes an owner number for the seqs it hands out: a free one;
+ * none free, its seqs are not recorded, and a hole of its stays until the
+ * stall period passes, as before.
+ */
+
+void
+ngx_foko_chat_seq_init_process(ngx_foko_chat_shm_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < NGX_FOKO_CHAT_SEQ_OWNERS; i++) {
+        if (ctx->sh->seq_owners[i] == 0) {
+            ctx->sh->seq_owners[i] = ngx_pid;
+            ngx_foko_chat_seq_me = i + 1;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 
@@ -64,6 +107,10 @@ ngx_foko_chat_seq_next(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     if (sn) {
         *seq = ++sn->last;
         rc = NGX_OK;
+
+        if (*seq - sn->through - 1 < NGX_FOKO_CHAT_SEQ_WINDOW) {
+            sn->owner[*seq - sn->through - 1] = (u_char) ngx_foko_chat_seq_me;
+        }
 
     } else {
         rc = NGX_DECLINED;
@@ -96,51 +143,86 @@ ngx_int_t
 ngx_foko_chat_seq_load(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     int64_t stored)
 {
-    uint32_t                   hash;
-    ngx_int_t                  rc;
-    ngx_rbtree_node_t         *node;
-    ngx_foko_chat_seq_node_t  *sn;
+    ngx_int_t  rc;
 
-    hash = ngx_crc32_short(channel, 24);
     rc = NGX_OK;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (ngx_foko_chat_seq_lookup(ctx->sh, channel)) {
-        goto done;
-    }
-
-    node = ngx_foko_chat_cache_alloc_locked(ctx,
-                                   offsetof(ngx_rbtree_node_t, color)
-                                   + sizeof(ngx_foko_chat_seq_node_t));
-    if (node == NULL) {
+    if (ngx_foko_chat_seq_lookup(ctx->sh, channel) == NULL
+        && ngx_foko_chat_seq_add_locked(ctx, channel, stored) == NULL)
+    {
         rc = NGX_ERROR;
-        goto done;
     }
 
-    node->key = hash;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+static ngx_foko_chat_seq_node_t *
+ngx_foko_chat_seq_add_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t stored)
+{
+    ngx_rbtree_node_t         *node;
+    ngx_foko_chat_seq_node_t  *sn;
+
+    node = ngx_foko_chat_shm_alloc_locked(ctx,
+                                   offsetof(ngx_rbtree_node_t, color)
+                                   + sizeof(ngx_foko_chat_seq_node_t),
+                                   NULL);
+    if (node == NULL) {
+        ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, 0,
+                      "foko chat: the shared zone is full: no room for a "
+                      "channel's seq counter; raise foko_chat_shm_size");
+        return NULL;
+    }
+
+    node->key = ngx_crc32_short(channel, NGX_FOKO_CHAT_OID_LEN);
 
     sn = (ngx_foko_chat_seq_node_t *) &node->color;
-    ngx_memcpy(sn->id, channel, 24);
+    ngx_memcpy(sn->id, channel, NGX_FOKO_CHAT_OID_LEN);
     sn->last = stored;
     sn->acked = stored;
     sn->through = stored;
     sn->moved = ngx_time();
     ngx_memzero(sn->stored, sizeof(sn->stored));
+    ngx_memzero(sn->owner, sizeof(sn->owner));
 
     ngx_rbtree_insert(&ctx->sh->seqs, node);
 
-done:
+    return sn;
+}
 
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    if (rc == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, 0,
-                      "foko chat: the shared zone is full: no room for a "
-                      "channel's seq counter; raise foko_chat_shm_size");
+/*
+ * Another host stored "seq" (ngx_foko_chat_redis_reader.c): this host's
+ * counter goes past it, so that its next post does not collide.  A
+ * counter not loaded here starts just before it: nobody on this host
+ * subscribed to the channel when it would have been loaded.
+ */
+
+ngx_int_t
+ngx_foko_chat_seq_remote_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t seq)
+{
+    ngx_foko_chat_seq_node_t  *sn;
+
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
+
+    if (sn == NULL) {
+        sn = ngx_foko_chat_seq_add_locked(ctx, channel, seq - 1);
+        if (sn == NULL) {
+            return NGX_ERROR;
+        }
     }
 
-    return rc;
+    if (seq > sn->last) {
+        sn->last = seq;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -226,7 +308,8 @@ ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh, u_char *channel)
             ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                           "foko chat: seq %L of channel %*s was never "
                           "stored; history goes on past it",
-                          sn->through + 1, (size_t) 24, sn->id);
+                          sn->through + 1, (size_t) NGX_FOKO_CHAT_OID_LEN,
+                          sn->id);
 
             ngx_foko_chat_seq_skip(sn, 1);
             ngx_foko_chat_seq_advance(sn);
@@ -247,6 +330,35 @@ ngx_foko_chat_seq_through(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return through;
+}
+
+
+ngx_uint_t
+ngx_foko_chat_seq_stored(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t seq)
+{
+    int64_t                    d;
+    ngx_uint_t                 stored;
+    ngx_foko_chat_seq_node_t  *sn;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
+    d = sn ? seq - sn->through - 1 : -1;
+
+    if (d < 0) {
+        stored = 1;
+
+    } else if (d >= NGX_FOKO_CHAT_SEQ_WINDOW) {
+        stored = 0;
+
+    } else {
+        stored = (sn->stored[d / 64] >> (d % 64)) & 1;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return stored;
 }
 
 
@@ -278,10 +390,14 @@ ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n)
 
     if (n >= NGX_FOKO_CHAT_SEQ_WINDOW) {
         ngx_memzero(sn->stored, sizeof(sn->stored));
+        ngx_memzero(sn->owner, sizeof(sn->owner));
         sn->through += n;
         sn->moved = ngx_time();
         return;
     }
+
+    ngx_memmove(sn->owner, sn->owner + n, NGX_FOKO_CHAT_SEQ_WINDOW - n);
+    ngx_memzero(sn->owner + NGX_FOKO_CHAT_SEQ_WINDOW - n, n);
 
     while (n--) {
         for (i = 0; i < words; i++) {
@@ -314,13 +430,32 @@ ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ngx_foko_chat_seq_ack_locked(ctx->sh, channel, seq);
-
     sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
 
     if (sn && stored > sn->last) {
         sn->last = stored;
     }
+
+    if (ngx_foko_chat_redis_on()) {
+        /*
+         * Other hosts stored them: their events come through Redis and
+         * ack them, so that this host's subscribers get them in order.
+         */
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return;
+    }
+
+    if (ctx->sh->replaced) {
+        /*
+         * Those of the zone this one replaced: they forward what they
+         * store (ngx_foko_chat_bus.c), and that marks it stored here, its
+         * event with it; marked now, it would reach no subscriber.
+         */
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return;
+    }
+
+    ngx_foko_chat_seq_ack_locked(ctx->sh, channel, seq);
 
     /* what the others stored is history now */
 
@@ -334,4 +469,105 @@ ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * The seqs that workers now dead took and never stored, at most "max":
+ * this worker takes them over (they are its own holes from now on, should
+ * it die as well) and returns them, for the gap tombstones.
+ */
+
+ngx_uint_t
+ngx_foko_chat_seq_orphans(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t max)
+{
+    u_char                     dead[NGX_FOKO_CHAT_SEQ_OWNERS + 1];
+    ngx_uint_t                 n, i;
+    ngx_rbtree_node_t         *node, *root, *sentinel;
+    ngx_foko_chat_seq_node_t  *sn;
+
+    n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (!ngx_foko_chat_seq_dead_locked(ctx->sh, dead)) {
+        goto done;
+    }
+
+    root = ctx->sh->seqs.root;
+    sentinel = ctx->sh->seqs.sentinel;
+
+    for (node = (root == sentinel) ? NULL : ngx_rbtree_min(root, sentinel);
+         node && n < max;
+         node = ngx_rbtree_next(&ctx->sh->seqs, node))
+    {
+        sn = (ngx_foko_chat_seq_node_t *) &node->color;
+        n = ngx_foko_chat_seq_adopt_locked(sn, dead, gaps, n, max);
+    }
+
+    if (n < max) {
+        /* every seq of theirs is taken over: the numbers are free again */
+
+        for (i = 0; i < NGX_FOKO_CHAT_SEQ_OWNERS; i++) {
+            if (dead[i + 1]) {
+                ctx->sh->seq_owners[i] = 0;
+            }
+        }
+    }
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+/* marks in "dead" the owner numbers of workers gone; 0 if none */
+
+static ngx_uint_t
+ngx_foko_chat_seq_dead_locked(ngx_foko_chat_sh_t *sh, u_char *dead)
+{
+    ngx_pid_t   pid;
+    ngx_uint_t  i, any;
+
+    any = 0;
+    dead[0] = 0;
+
+    for (i = 0; i < NGX_FOKO_CHAT_SEQ_OWNERS; i++) {
+        pid = sh->seq_owners[i];
+
+        dead[i + 1] = (pid > 0 && pid != ngx_pid && kill(pid, 0) == -1
+                       && ngx_errno == NGX_ESRCH);
+        any |= dead[i + 1];
+    }
+
+    return any;
+}
+
+
+static ngx_uint_t
+ngx_foko_chat_seq_adopt_locked(ngx_foko_chat_seq_node_t *sn, u_char *dead,
+    ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t n, ngx_uint_t max)
+{
+    int64_t     i, out;
+
+    out = ngx_min(sn->last - sn->through, NGX_FOKO_CHAT_SEQ_WINDOW);
+
+    for (i = 0; i < out && n < max; i++) {
+        if (!dead[sn->owner[i]]
+            || (sn->stored[i / 64] & ((uint64_t) 1 << (i % 64))))
+        {
+            continue;
+        }
+
+        sn->owner[i] = (u_char) ngx_foko_chat_seq_me;
+
+        ngx_memcpy(gaps[n].channel, sn->id, NGX_FOKO_CHAT_OID_LEN);
+        gaps[n].seq = sn->through + 1 + i;
+        n++;
+    }
+
+    return n;
 }

@@ -12,7 +12,14 @@
 #include "ngx_foko_chat_shm.h"
 
 
+typedef struct {
+    u_char                     channel[NGX_FOKO_CHAT_OID_LEN];
+    int64_t                    seq;
+} ngx_foko_chat_seq_gap_t;
+
+
 void ngx_foko_chat_seq_init(ngx_foko_chat_sh_t *sh);
+void ngx_foko_chat_seq_init_process(ngx_foko_chat_shm_ctx_t *ctx);
 
 /*
  * The next seq of a channel: NGX_OK with *seq; NGX_DECLINED if the counter
@@ -42,9 +49,23 @@ void ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
 /* every seq up to it is stored; -1 if not known; with the zone locked */
 int64_t ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh,
     u_char *channel);
+/* another host stored "seq": the counter goes past it; zone locked */
+ngx_int_t ngx_foko_chat_seq_remote_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t seq);
 /* "seq" is stored by others, and MongoDB has seqs up to "stored" */
 void ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     int64_t seq, int64_t stored);
+
+/*
+ * The seqs that workers now dead took and never stored, taken over by
+ * this worker: up to "max" of them into "gaps"; their number.
+ */
+ngx_uint_t ngx_foko_chat_seq_orphans(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t max);
+
+/* whether this zone knows "seq" stored (1 also if it has no counter) */
+ngx_uint_t ngx_foko_chat_seq_stored(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t seq);
 
 /* the same, taking the lock */
 int64_t ngx_foko_chat_seq_through(ngx_foko_chat_shm_ctx_t *ctx,

@@ -13,6 +13,8 @@
 #include "ngx_foko_chat_limit.h"
 #include "ngx_foko_chat_seq.h"
 #include "ngx_foko_chat_cache.h"
+#include "ngx_foko_chat_users.h"
+#include "ngx_foko_chat_messages_idem.h"
 #include "ngx_foko_chat_bus.h"
 #include "ngx_foko_chat_presence.h"
 
@@ -91,6 +93,8 @@ ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_foko_chat_limit_init(ctx->sh);
     ngx_foko_chat_seq_init(ctx->sh);
     ngx_foko_chat_cache_init(ctx->sh);
+    ngx_foko_chat_users_init(ctx->sh);
+    ngx_foko_chat_idem_init(ctx->sh);
     ngx_foko_chat_presence_init(ctx->sh);
 
     if (ngx_foko_chat_bus_init_zone(ctx, ctx->log_size) != NGX_OK) {
@@ -181,7 +185,8 @@ ngx_foko_chat_shm_set_mongo_state(ngx_foko_chat_shm_ctx_t *ctx,
 /*
  * Red-black trees of zone entries keyed by a channel id (24 hex digits):
  * an entry is laid over the node from its "color" field on and starts
- * with "u_char color; u_char id[24];".  The key is the id's crc32.
+ * with "u_char color; u_char id[NGX_FOKO_CHAT_OID_LEN];".  The key is
+ * the id's crc32.
  */
 
 u_char *
@@ -192,7 +197,7 @@ ngx_foko_chat_shm_id_lookup(ngx_rbtree_t *tree, u_char *id)
     ngx_int_t           rc;
     ngx_rbtree_node_t  *node, *sentinel;
 
-    hash = ngx_crc32_short(id, 24);
+    hash = ngx_crc32_short(id, NGX_FOKO_CHAT_OID_LEN);
 
     node = tree->root;
     sentinel = tree->sentinel;
@@ -206,7 +211,7 @@ ngx_foko_chat_shm_id_lookup(ngx_rbtree_t *tree, u_char *id)
 
         entry = &node->color;
 
-        rc = ngx_memcmp(id, entry + 1, 24);
+        rc = ngx_memcmp(id, entry + 1, NGX_FOKO_CHAT_OID_LEN);
 
         if (rc == 0) {
             return entry;
@@ -231,7 +236,8 @@ ngx_foko_chat_shm_id_insert_value(ngx_rbtree_node_t *temp,
             p = (node->key < temp->key) ? &temp->left : &temp->right;
 
         } else {
-            p = (ngx_memcmp(&node->color + 1, &temp->color + 1, 24) < 0)
+            p = (ngx_memcmp(&node->color + 1, &temp->color + 1,
+                            NGX_FOKO_CHAT_OID_LEN) < 0)
                 ? &temp->left : &temp->right;
         }
 
@@ -247,4 +253,46 @@ ngx_foko_chat_shm_id_insert_value(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+/*
+ * Zone memory for every user of the zone (the cache, the counters, the
+ * presence), with the zone locked: when the zone is full, cold cached
+ * channels are evicted to make room, but never "keep".
+ */
+
+void *
+ngx_foko_chat_shm_alloc_locked(ngx_foko_chat_shm_ctx_t *ctx, size_t size,
+    void *keep)
+{
+    void        *p;
+    ngx_uint_t   n;
+
+    if (size == 0) {
+        return NULL;
+    }
+
+    for (n = 0; n < 64; n++) {
+        p = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (p) {
+            return p;
+        }
+
+        if (!ctx->sh->evicting) {
+            ctx->sh->evicting = 1;
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "foko chat: the shared zone is full: cold channels "
+                          "are evicted from the cache; raise "
+                          "foko_chat_shm_size to keep more");
+        }
+
+        if (ngx_foko_chat_cache_evict_locked(ctx, keep) != NGX_OK
+            && ngx_foko_chat_users_evict_locked(ctx, keep) != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    return NULL;
 }

@@ -10,9 +10,20 @@
 
 
 #include "ngx_foko_chat.h"
+#include "ngx_foko_chat_status.h"
 
 
 #define NGX_FOKO_CHAT_BUS_SLOTS       64   /* wakes coalesced by a flag */
+#define NGX_FOKO_CHAT_SEQ_OWNERS      64   /* workers with seqs out */
+
+#define NGX_FOKO_CHAT_REDIS_PARTITIONS_MAX  1024
+#define NGX_FOKO_CHAT_HOST_ID_MAX           64
+#define NGX_FOKO_CHAT_REDIS_RUN_ID          40
+#define NGX_FOKO_CHAT_REDIS_ZONE_ID         16
+#define NGX_FOKO_CHAT_REDIS_PEERS           64
+/* "<host id>/<zone id>" and its NUL */
+#define NGX_FOKO_CHAT_REDIS_NAME_LEN                                         \
+    (NGX_FOKO_CHAT_HOST_ID_MAX + 2 + NGX_FOKO_CHAT_REDIS_ZONE_ID)
 
 
 typedef enum {
@@ -22,10 +33,47 @@ typedef enum {
 } ngx_foko_chat_mongo_state_e;
 
 
+/* another host whose users this zone has nodes of; "" name: free */
+typedef struct {
+    u_char                     name[NGX_FOKO_CHAT_REDIS_NAME_LEN];
+    uint64_t                   seen;           /* ms, a lease or an event */
+    unsigned                   listed:1;       /* its lease was seen */
+} ngx_foko_chat_redis_peer_t;
+
+
+/* several hosts through Redis: ngx_foko_chat_redis*.c */
+typedef struct {
+    u_char                     host_id[NGX_FOKO_CHAT_HOST_ID_MAX + 1];
+    u_char                     zone_id[NGX_FOKO_CHAT_REDIS_ZONE_ID + 1];
+    u_char                     run_id[NGX_FOKO_CHAT_REDIS_RUN_ID + 1];
+
+    /* the last entry applied of each partition; 0 partitions: none yet */
+    ngx_uint_t                 partitions;
+    uint64_t                   last[NGX_FOKO_CHAT_REDIS_PARTITIONS_MAX];
+
+    ngx_atomic_t               state;          /* as mongo_state */
+    ngx_atomic_t               checked;
+    ngx_atomic_t               published;
+    ngx_atomic_t               applied;
+    ngx_atomic_t               own;            /* this host's, skipped */
+    ngx_atomic_t               losses;
+    ngx_atomic_t               dropped;        /* the queue was full */
+    ngx_atomic_t               lag;            /* entries not read yet */
+
+    /* presence: ngx_foko_chat_redis_presence.c */
+    ngx_foko_chat_redis_peer_t  peers[NGX_FOKO_CHAT_REDIS_PEERS];
+    ngx_atomic_t               hosts;          /* live leases, this one's too */
+    ngx_atomic_t               hosts_gone;     /* leases that expired */
+    ngx_atomic_t               presence_reset; /* events were lost */
+} ngx_foko_chat_redis_sh_t;
+
+
 typedef struct {
     /* ngx_foko_chat_mongo_state_e, changed with ngx_atomic_cmp_set() */
     ngx_atomic_t               mongo_state;
     ngx_atomic_t               mongo_checked;    /* time of the last probe */
+    ngx_msec_t                 mongo_up_at;      /* the last probe that
+                                                    answered, monotonic */
     ngx_atomic_t               reloads;          /* cycles that reused us */
     ngx_atomic_t               rehydrated;       /* warmed up, or being */
     time_t                     created;
@@ -38,6 +86,8 @@ typedef struct {
     /* channels' seq counters: ngx_foko_chat_seq.c */
     ngx_rbtree_t               seqs;
     ngx_rbtree_node_t          seqs_sentinel;
+    /* the pids of the workers that take seqs, by their owner number - 1 */
+    ngx_pid_t                  seq_owners[NGX_FOKO_CHAT_SEQ_OWNERS];
 
     /* the channel cache: ngx_foko_chat_cache.c */
     ngx_rbtree_t               channels;
@@ -45,6 +95,18 @@ typedef struct {
     ngx_queue_t                channels_lru;
     ngx_atomic_t               channels_gen;   /* bumped by every change */
     unsigned                   evicting:1;
+
+    /* users' channel ids: ngx_foko_chat_users.c */
+    ngx_rbtree_t               users;
+    ngx_rbtree_node_t          users_sentinel;
+    ngx_queue_t                users_lru;
+    ngx_uint_t                 nusers;
+    ngx_atomic_t               users_gen;      /* bumped by every change */
+
+    /* posts by client_id, pending or stored: ngx_foko_chat_messages_idem.c */
+    ngx_rbtree_t               posts;
+    ngx_rbtree_node_t          posts_sentinel;
+    ngx_queue_t                posts_age;
 
     /* the event log and the workers' wake sockets: ngx_foko_chat_bus.c */
     u_char                    *log;
@@ -57,9 +119,24 @@ typedef struct {
     ngx_uint_t                 bus_slots;
     ngx_atomic_t               bus_wake[NGX_FOKO_CHAT_BUS_SLOTS];
 
+    /*
+     * A reload that replaced the zone (a new size): in the old zone, the
+     * names of the new cycle's sockets, that its workers forward what
+     * they store to; in the new one, that a replaced zone's workers may
+     * still store.
+     */
+    ngx_uint_t                 next_pid;
+    uint64_t                   next_stamp;
+    time_t                     replaced;
+
     /* users' connections on all workers: ngx_foko_chat_presence.c */
     ngx_rbtree_t               presence;
     ngx_rbtree_node_t          presence_sentinel;
+
+    /* counters and the workers' slots: ngx_foko_chat_status.c */
+    ngx_foko_chat_stats_t      stats;
+
+    ngx_foko_chat_redis_sh_t   redis;
 } ngx_foko_chat_sh_t;
 
 
@@ -84,6 +161,10 @@ void ngx_foko_chat_shm_usage(ngx_foko_chat_shm_ctx_t *ctx,
 u_char *ngx_foko_chat_shm_id_lookup(ngx_rbtree_t *tree, u_char *id);
 void ngx_foko_chat_shm_id_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+/* zone memory, with the zone locked; evicts cold cached channels */
+void *ngx_foko_chat_shm_alloc_locked(ngx_foko_chat_shm_ctx_t *ctx,
+    size_t size, void *keep);
+
 ngx_uint_t ngx_foko_chat_shm_set_mongo_state(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_mongo_state_e state);
 

@@ -9,22 +9,38 @@
 #define _NGX_FOKO_CHAT_STORE_H_INCLUDED_
 
 
-#include <mongoc/mongoc.h>
 #include <jansson.h>
 
 #include "ngx_foko_chat.h"
 #include "ngx_foko_chat_task.h"
 
 
-/* server selection and connection bounds unless the URI sets them */
+/*
+ * The bounds of a call to MongoDB unless the URI sets them: server
+ * selection, connection, and how long a reply may be silent: 2 s for the
+ * calls on users, channels and locks, 10 s for those on messages and read
+ * marks, which FerretDB can take seconds to answer on a large collection
+ * (bench/README.md, dbscale).  A monitor checks the server twice a second,
+ * so that a silent server is known as such within about 2.5 s and later
+ * calls fail at server selection.
+ */
 #define NGX_FOKO_CHAT_MONGO_SELECT_MS     2000
 #define NGX_FOKO_CHAT_MONGO_CONNECT_MS    2000
-#define NGX_FOKO_CHAT_MONGO_SOCKET_MS     10000
+#define NGX_FOKO_CHAT_MONGO_SOCKET_MS     2000
+#define NGX_FOKO_CHAT_MONGO_SLOW_MS       10000
+#define NGX_FOKO_CHAT_MONGO_HEARTBEAT_MS  500
 
-#define NGX_FOKO_CHAT_MONGO_PROBE_MS      5000
+/* the probe that keeps the zone's view of MongoDB current */
+#define NGX_FOKO_CHAT_MONGO_PROBE_MS      1000
 
-#define NGX_FOKO_CHAT_ERR_LEN             256
 
+
+/* a fresh ObjectId, 24 hex digits and a NUL; no I/O */
+void ngx_foko_chat_store_new_id(u_char *id);
+
+/* now, as a message's "created_at" is, with a NUL */
+#define NGX_FOKO_CHAT_ISO_SIZE  sizeof("1970-01-01T00:00:00.000Z")
+void ngx_foko_chat_store_iso_now(u_char *buf);
 
 char *ngx_foko_chat_store_check_uri(ngx_conf_t *cf, ngx_str_t *uri);
 ngx_int_t ngx_foko_chat_store_init_process(ngx_cycle_t *cycle);
@@ -41,24 +57,12 @@ typedef struct {
 void ngx_foko_chat_store_ping_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 
-/* thread side: a client of this worker's pool and a collection of ours */
-mongoc_client_t *ngx_foko_chat_store_pop(void);
-const char *ngx_foko_chat_store_db(void);
-void ngx_foko_chat_store_push(mongoc_client_t *client);
-mongoc_collection_t *ngx_foko_chat_store_collection(mongoc_client_t *client,
-    const char *name);
-void ngx_foko_chat_store_error(u_char *err, const char *what,
-    bson_error_t *error);
-
-
 /* users: ngx_foko_chat_store_users.c */
 
-#define NGX_FOKO_CHAT_EMAIL_MAX        254
-#define NGX_FOKO_CHAT_USERNAME_MAX     128     /* bytes, up to 32 chars */
 #define NGX_FOKO_CHAT_USERS_PAGE       20
 
 typedef struct {
-    u_char                     id[25];
+    u_char                     id[NGX_FOKO_CHAT_OID_SIZE];
     u_char                     email[NGX_FOKO_CHAT_EMAIL_MAX + 1];
     u_char                     username[NGX_FOKO_CHAT_USERNAME_MAX + 1];
     u_char                     hash[160];
@@ -69,7 +73,8 @@ typedef struct {
 
 /*
  * Thread side.  NGX_OK; NGX_DECLINED: no such user, or for insert an email
- * that is taken; NGX_ERROR: storage failed, with a message in err.
+ * that is taken; NGX_BUSY (insert, set_password with a username): the
+ * username is taken; NGX_ERROR: storage failed, with a message in err.
  */
 ngx_int_t ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user,
     u_char *err);
@@ -82,26 +87,28 @@ ngx_int_t ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
 ngx_int_t ngx_foko_chat_store_user_search(u_char *prefix, u_char *self,
     json_t **found, u_char *err);
 ngx_int_t ngx_foko_chat_store_users_indexes(u_char *err);
+ngx_int_t ngx_foko_chat_store_users_backfill(u_char *err);
 
 /* json of a user as others may see it, or with the email for its owner */
 json_t *ngx_foko_chat_user_json(ngx_foko_chat_user_t *user,
     ngx_uint_t own);
 
 
-/* channels, messages and read marks: ngx_foko_chat_store_channels.c */
+/*
+ * channels: ngx_foko_chat_store_channels.c; messages and read marks:
+ * ngx_foko_chat_store_messages.c
+ */
 
-#define NGX_FOKO_CHAT_CHANNEL_NAME_MAX 256     /* bytes, up to 64 chars */
-#define NGX_FOKO_CHAT_CLIENT_ID_MAX    64
 
 typedef struct {
-    u_char                     id[25];
+    u_char                     id[NGX_FOKO_CHAT_OID_SIZE];
     u_char                     name[NGX_FOKO_CHAT_CHANNEL_NAME_MAX + 1];
     unsigned                   direct:1;
     int64_t                    created;      /* ms since the epoch */
 
     /* member ids, 24 hex digits and a NUL each; released with free() */
     ngx_uint_t                 nmembers;
-    u_char                   (*members)[25];
+    u_char                   (*members)[NGX_FOKO_CHAT_OID_SIZE];
 } ngx_foko_chat_channel_doc_t;
 
 /*
@@ -139,9 +146,17 @@ ngx_int_t ngx_foko_chat_store_channels_recent(ngx_uint_t limit,
 void ngx_foko_chat_store_channel_doc_free(ngx_foko_chat_channel_doc_t *ch);
 ngx_int_t ngx_foko_chat_store_channel_rename(ngx_foko_chat_channel_doc_t *ch,
     u_char *err);
-/* NGX_OK; NGX_BUSY: a member already; NGX_DECLINED: "max" reached */
-ngx_int_t ngx_foko_chat_store_channel_join(u_char *channel, u_char *user,
-    ngx_uint_t max, u_char *err);
+/* what a join did */
+typedef enum {
+    NGX_FOKO_CHAT_JOINED = 0,
+    NGX_FOKO_CHAT_JOIN_MEMBER,         /* a member already */
+    NGX_FOKO_CHAT_JOIN_FULL,           /* "max" members reached */
+    NGX_FOKO_CHAT_JOIN_NO_CHANNEL,
+    NGX_FOKO_CHAT_JOIN_FAILED          /* storage failed, see err */
+} ngx_foko_chat_join_e;
+
+ngx_foko_chat_join_e ngx_foko_chat_store_channel_join(u_char *channel,
+    u_char *user, ngx_uint_t max, u_char *err);
 /* NGX_OK, or NGX_DECLINED: not a member */
 ngx_int_t ngx_foko_chat_store_channel_leave(u_char *channel, u_char *user,
     u_char *err);
@@ -176,7 +191,8 @@ ngx_int_t ngx_foko_chat_store_reads_of(u_char *user, json_t **reads,
     u_char *err);
 
 /* usernames by id: *names is an object { "<id>": "<username>" } */
-ngx_int_t ngx_foko_chat_store_usernames(u_char (*ids)[25], ngx_uint_t n,
+ngx_int_t ngx_foko_chat_store_usernames(u_char (*ids)[NGX_FOKO_CHAT_OID_SIZE],
+    ngx_uint_t n,
     json_t **names, u_char *err);
 /*
  * The account of an email, created as invited (no password, username

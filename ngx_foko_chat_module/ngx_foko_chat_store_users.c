@@ -2,17 +2,22 @@
 /*
  * Foko chat: the "users" collection.  Runs on pool threads only.
  *
- * A user document: { _id, email (lowercased, unique), username, hash,
- * ver (password version: bumped by every reset, so that a reset token
- * works once), created, invited (an account made by an invitation, with
- * no password until its owner signs up) }.
+ * A user document: { _id, email (lowercased, unique), username,
+ * username_key (the username case-folded, unique; see
+ * ngx_foko_chat_store_username_key()), hash, ver (password version:
+ * bumped by every reset, so that a reset token works once), created,
+ * invited (an account made by an invitation, with no password until its
+ * owner signs up) }.  Also the usernames of ids and the accounts that
+ * invitations make.
+ *
+ * An invited account has no username_key: its name, the email's local
+ * part, is only a placeholder until its owner accepts and picks one.  The
+ * same holds for accounts stored before the key existed, until
+ * ngx_foko_chat_store_users_backfill() gives them one.
  */
 
 
-#include "ngx_foko_chat_store.h"
-
-
-#define NGX_FOKO_CHAT_DUPLICATE_KEY  11000
+#include "ngx_foko_chat_store_int.h"
 
 
 /*
@@ -20,6 +25,9 @@
  * before the unique email index exists.
  */
 static volatile ngx_uint_t  ngx_foko_chat_users_indexed;
+
+/* the same for the index that keeps invited accounts single */
+static volatile ngx_uint_t  ngx_foko_chat_invite_indexed;
 
 
 static ngx_uint_t ngx_foko_chat_store_users_has_index(const char *name);
@@ -29,13 +37,19 @@ static void ngx_foko_chat_store_user_read(const bson_t *doc,
     ngx_foko_chat_user_t *user);
 static void ngx_foko_chat_store_copy(const bson_t *doc, const char *key,
     u_char *dst, size_t size);
+static void ngx_foko_chat_store_username_key(u_char *name, u_char *key);
+static ngx_int_t ngx_foko_chat_store_user_taken(ngx_foko_chat_user_t *user,
+    u_char *err);
+static ngx_uint_t ngx_foko_chat_store_key_taken(mongoc_collection_t *coll,
+    u_char *key, bson_oid_t *self);
 
 
 ngx_int_t
 ngx_foko_chat_store_users_indexes(u_char *err)
 {
     bool              ok;
-    bson_t           *cmd;
+    bson_t           *cmd, *key;
+    ngx_int_t         rc;
     bson_error_t      error;
     mongoc_client_t  *client;
 
@@ -59,7 +73,23 @@ ngx_foko_chat_store_users_indexes(u_char *err)
 
     if (!ok && !ngx_foko_chat_store_users_has_index("email_unique")) {
         ngx_foko_chat_store_error(err, "users indexes", &error);
-        return NGX_ERROR;
+        return (error.domain == MONGOC_ERROR_SERVER) ? NGX_ERROR : NGX_AGAIN;
+    }
+
+    /* only accounts with a key are in it: see the top of the file */
+
+    key = BCON_NEW("username_key", BCON_INT32(1));
+    client = ngx_foko_chat_store_pop();
+
+    rc = ngx_foko_chat_store_index(client, "users", "username_key_unique",
+                                   "username_key", key, 1, "username_key",
+                                   err);
+
+    ngx_foko_chat_store_push(client);
+    bson_destroy(key);
+
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     ngx_foko_chat_users_indexed = 1;
@@ -108,6 +138,7 @@ ngx_int_t
 ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
 {
     bool                   ok;
+    u_char                 key[NGX_FOKO_CHAT_USERNAME_MAX + 1];
     bson_t                *doc;
     ngx_int_t              rc;
     bson_oid_t             oid;
@@ -122,10 +153,12 @@ ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
     }
 
     bson_oid_init(&oid, NULL);
+    ngx_foko_chat_store_username_key(user->username, key);
 
     doc = BCON_NEW("_id", BCON_OID(&oid),
                    "email", BCON_UTF8((char *) user->email),
                    "username", BCON_UTF8((char *) user->username),
+                   "username_key", BCON_UTF8((char *) key),
                    "hash", BCON_UTF8((char *) user->hash),
                    "ver", BCON_INT64(user->ver),
                    "created", BCON_DATE_TIME(user->created));
@@ -157,7 +190,76 @@ ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
     mongoc_collection_destroy(coll);
     ngx_foko_chat_store_push(client);
 
+    if (rc == NGX_DECLINED) {
+        rc = ngx_foko_chat_store_user_taken(user, err);
+    }
+
     return rc;
+}
+
+
+/*
+ * Which unique key an insert collided on: servers word the duplicate key
+ * error differently, so the email is looked up.  A taken email answers
+ * first, as it did before usernames were unique.
+ */
+
+static ngx_int_t
+ngx_foko_chat_store_user_taken(ngx_foko_chat_user_t *user, u_char *err)
+{
+    ngx_int_t             rc;
+    ngx_foko_chat_user_t  other;
+
+    ngx_memzero(&other, sizeof(ngx_foko_chat_user_t));
+    ngx_memcpy(other.email, user->email, sizeof(other.email));
+
+    rc = ngx_foko_chat_store_user_by_email(&other, err);
+
+    if (rc == NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return (rc == NGX_DECLINED) ? NGX_BUSY : rc;
+}
+
+
+/* whether an account other than "self" has the username key */
+
+static ngx_uint_t
+ngx_foko_chat_store_key_taken(mongoc_collection_t *coll, u_char *key,
+    bson_oid_t *self)
+{
+    bson_t        *filter;
+    int64_t        n;
+    bson_error_t   error;
+
+    filter = BCON_NEW("username_key", BCON_UTF8((char *) key),
+                      "_id", "{", "$ne", BCON_OID(self), "}");
+
+    n = mongoc_collection_count_documents(coll, filter, NULL, NULL, NULL,
+                                          &error);
+    bson_destroy(filter);
+
+    return n > 0;
+}
+
+
+/*
+ * The key that makes usernames unique: ASCII letters folded to lowercase,
+ * every other byte kept, so "Alice" and "ALICE" are one name while one
+ * in another normalization form, or with a fullwidth letter, is another.
+ */
+
+static void
+ngx_foko_chat_store_username_key(u_char *name, u_char *key)
+{
+    u_char  *p;
+
+    for (p = name; *p; p++) {
+        *key++ = ngx_tolower(*p);
+    }
+
+    *key = '\0';
 }
 
 
@@ -182,7 +284,7 @@ ngx_foko_chat_store_user_by_id(ngx_foko_chat_user_t *user, u_char *err)
     ngx_int_t    rc;
     bson_oid_t   oid;
 
-    if (!bson_oid_is_valid((char *) user->id, 24)) {
+    if (!bson_oid_is_valid((char *) user->id, NGX_FOKO_CHAT_OID_LEN)) {
         return NGX_DECLINED;
     }
 
@@ -208,6 +310,7 @@ ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
     u_char *err)
 {
     bool                  ok;
+    u_char                key[NGX_FOKO_CHAT_USERNAME_MAX + 1];
     bson_t               *query, *update, reply, doc;
     uint32_t              len;
     bson_oid_t            oid;
@@ -218,7 +321,7 @@ ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
     mongoc_client_t      *client;
     mongoc_collection_t  *coll;
 
-    if (!bson_oid_is_valid((char *) user->id, 24)) {
+    if (!bson_oid_is_valid((char *) user->id, NGX_FOKO_CHAT_OID_LEN)) {
         return NGX_DECLINED;
     }
 
@@ -227,9 +330,12 @@ ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
     query = BCON_NEW("_id", BCON_OID(&oid), "ver", BCON_INT64(user->ver));
 
     if (user->username[0]) {
+        ngx_foko_chat_store_username_key(user->username, key);
+
         update = BCON_NEW("$set", "{",
                               "hash", BCON_UTF8((char *) user->hash),
                               "username", BCON_UTF8((char *) user->username),
+                              "username_key", BCON_UTF8((char *) key),
                               "ver", BCON_INT64(user->ver + 1),
                           "}",
                           "$unset", "{", "invited", BCON_UTF8(""), "}");
@@ -253,7 +359,18 @@ ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
 
     rc = NGX_DECLINED;
 
-    if (!ok) {
+    /*
+     * FerretDB answers a duplicate key here with an internal error instead
+     * of 11000: whether another account has the key tells them apart
+     */
+
+    if (!ok && user->username[0]
+        && (error.code == NGX_FOKO_CHAT_DUPLICATE_KEY
+            || ngx_foko_chat_store_key_taken(coll, key, &oid)))
+    {
+        rc = NGX_BUSY;
+
+    } else if (!ok) {
         ngx_foko_chat_store_error(err, "users set password", &error);
         rc = NGX_ERROR;
 
@@ -483,4 +600,316 @@ ngx_foko_chat_store_copy(const bson_t *doc, const char *key, u_char *dst,
 
     ngx_memcpy(dst, s, len);
     dst[len] = '\0';
+}
+
+
+/*
+ * Gives a username_key to the accounts stored before it existed, oldest
+ * first: of two that fold to the same key the older keeps its name as a
+ * unique handle, and the younger stays without a key (its name is not
+ * reserved) and is counted in err.  Runs after the indexes, in every
+ * worker; a second run finds nothing left to do.
+ */
+
+ngx_int_t
+ngx_foko_chat_store_users_backfill(u_char *err)
+{
+    u_char                name[NGX_FOKO_CHAT_USERNAME_MAX + 1];
+    u_char                key[NGX_FOKO_CHAT_USERNAME_MAX + 1];
+    bson_t               *filter, *opts, *query, *update;
+    ngx_int_t             rc;
+    ngx_uint_t            skipped;
+    bson_error_t          error;
+    const bson_t         *doc;
+    mongoc_cursor_t      *cursor;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+    bson_oid_t            oid;
+    bson_iter_t           it;
+
+    filter = BCON_NEW("username_key", "{", "$exists", BCON_BOOL(false), "}",
+                      "invited", "{", "$exists", BCON_BOOL(false), "}");
+    opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}",
+                    "projection", "{", "username", BCON_INT32(1), "}");
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    rc = NGX_OK;
+    skipped = 0;
+
+    while (rc == NGX_OK && mongoc_cursor_next(cursor, &doc)) {
+        if (!bson_iter_init_find(&it, doc, "_id")
+            || !BSON_ITER_HOLDS_OID(&it))
+        {
+            continue;
+        }
+
+        bson_oid_copy(bson_iter_oid(&it), &oid);
+        ngx_foko_chat_store_copy(doc, "username", name, sizeof(name));
+
+        if (name[0] == '\0') {
+            continue;
+        }
+
+        ngx_foko_chat_store_username_key(name, key);
+
+        query = BCON_NEW("_id", BCON_OID(&oid),
+                         "username_key", "{", "$exists", BCON_BOOL(false),
+                         "}");
+        update = BCON_NEW("$set", "{", "username_key",
+                          BCON_UTF8((char *) key), "}");
+
+        if (!mongoc_collection_update_one(coll, query, update, NULL, NULL,
+                                          &error))
+        {
+            /* FerretDB: see ngx_foko_chat_store_user_set_password() */
+
+            if (error.code == NGX_FOKO_CHAT_DUPLICATE_KEY
+                || ngx_foko_chat_store_key_taken(coll, key, &oid))
+            {
+                skipped++;
+
+            } else {
+                ngx_foko_chat_store_error(err, "users backfill", &error);
+                rc = NGX_ERROR;
+            }
+        }
+
+        bson_destroy(query);
+        bson_destroy(update);
+    }
+
+    if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
+        ngx_foko_chat_store_error(err, "users backfill", &error);
+        rc = NGX_ERROR;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+    bson_destroy(filter);
+    bson_destroy(opts);
+
+    if (rc == NGX_OK && skipped) {
+        (void) ngx_snprintf(err, NGX_FOKO_CHAT_ERR_LEN - 1,
+                            "users backfill: %ui accounts share a "
+                            "username with an older one, left unkeyed%Z",
+                            skipped);
+        rc = NGX_DECLINED;
+    }
+
+    return rc;
+}
+
+
+/* ids that are no user (or no id) are simply not in *names */
+
+ngx_int_t
+ngx_foko_chat_store_usernames(u_char (*ids)[NGX_FOKO_CHAT_OID_SIZE],
+    ngx_uint_t n,
+    json_t **names, u_char *err)
+{
+    char                  hex[NGX_FOKO_CHAT_OID_SIZE], index[16];
+    bson_t                filter, id, in, *opts;
+    json_t               *obj;
+    uint32_t              len;
+    ngx_int_t             rc;
+    bson_oid_t            oid;
+    ngx_uint_t            i, k;
+    const char           *key, *s;
+    bson_iter_t           it, name;
+    bson_error_t          error;
+    const bson_t         *doc;
+    mongoc_cursor_t      *cursor;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+
+    *names = NULL;
+
+    obj = json_object();
+    if (obj == NULL) {
+        ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
+        return NGX_ERROR;
+    }
+
+    bson_init(&filter);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &id);
+    BSON_APPEND_ARRAY_BEGIN(&id, "$in", &in);
+
+    for (i = 0, k = 0; i < n; i++) {
+        if (ngx_foko_chat_store_oid(ids[i], &oid) == NGX_OK) {
+            (void) bson_uint32_to_string((uint32_t) k++, &key, index,
+                                         sizeof(index));
+            bson_append_oid(&in, key, -1, &oid);
+        }
+    }
+
+    bson_append_array_end(&id, &in);
+    bson_append_document_end(&filter, &id);
+
+    if (k == 0) {
+        bson_destroy(&filter);
+        *names = obj;
+        return NGX_OK;
+    }
+
+    opts = BCON_NEW("projection", "{", "username", BCON_INT32(1), "}");
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+
+    rc = NGX_OK;
+
+    while (mongoc_cursor_next(cursor, &doc)) {
+        if (!bson_iter_init_find(&it, doc, "_id")
+            || !BSON_ITER_HOLDS_OID(&it)
+            || !bson_iter_init_find(&name, doc, "username")
+            || !BSON_ITER_HOLDS_UTF8(&name))
+        {
+            continue;
+        }
+
+        bson_oid_to_string(bson_iter_oid(&it), hex);
+        s = bson_iter_utf8(&name, &len);
+
+        if (json_object_set_new(obj, hex, json_stringn(s, len)) != 0) {
+            ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
+            rc = NGX_ERROR;
+            break;
+        }
+    }
+
+    if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
+        ngx_foko_chat_store_error(err, "users names", &error);
+        rc = NGX_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        *names = obj;
+
+    } else {
+        json_decref(obj);
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+    bson_destroy(&filter);
+    bson_destroy(opts);
+
+    return rc;
+}
+
+
+/*
+ * The account of user->email (lowercased here), made as an invited one
+ * when there is none: { email, username: the email's local part (at most
+ * 32 characters), invited: true, ver: 0, created }.  Two invitations of
+ * the same email at once: the unique email index lets one insert through,
+ * and the other reads what it inserted.
+ */
+
+ngx_int_t
+ngx_foko_chat_store_user_invite(ngx_foko_chat_user_t *user, u_char *err)
+{
+    bool                  ok;
+    u_char               *p, *at;
+    bson_t               *doc;
+    int64_t               now;
+    ngx_int_t             rc;
+    bson_oid_t            oid;
+    ngx_uint_t            chars;
+    bson_error_t          error;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+
+    for (p = user->email; *p; p++) {
+        *p = ngx_tolower(*p);
+    }
+
+    rc = ngx_foko_chat_store_user_by_email(user, err);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    if (!ngx_foko_chat_invite_indexed) {
+        if (ngx_foko_chat_store_users_indexes(err) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_foko_chat_invite_indexed = 1;
+    }
+
+    /* the local part, cut after 32 characters of UTF-8 */
+
+    at = (u_char *) ngx_strchr(user->email, '@');
+    if (at == NULL) {
+        at = p;
+    }
+
+    chars = 0;
+
+    for (p = user->email; p < at; p++) {
+        if ((*p & 0xc0) != 0x80 && chars++ == 32) {
+            break;
+        }
+    }
+
+    if (p == user->email) {
+        ngx_cpystrn(user->username, (u_char *) "invited",
+                    sizeof(user->username));
+
+    } else {
+        ngx_cpystrn(user->username, user->email, p - user->email + 1);
+    }
+
+    now = ngx_foko_chat_store_now();
+
+    bson_oid_init(&oid, NULL);
+
+    doc = BCON_NEW("_id", BCON_OID(&oid),
+                   "email", BCON_UTF8((char *) user->email),
+                   "username", BCON_UTF8((char *) user->username),
+                   "invited", BCON_BOOL(true),
+                   "ver", BCON_INT64(0),
+                   "created", BCON_DATE_TIME(now));
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &error);
+
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+    bson_destroy(doc);
+
+    if (ok) {
+        bson_oid_to_string(&oid, (char *) user->id);
+        user->hash[0] = '\0';
+        user->ver = 0;
+        user->created = now;
+        user->invited = 1;
+
+        return NGX_OK;
+    }
+
+    if (error.code != NGX_FOKO_CHAT_DUPLICATE_KEY) {
+        ngx_foko_chat_store_error(err, "users invite", &error);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_foko_chat_store_user_by_email(user, err);
+
+    if (rc == NGX_DECLINED) {
+        ngx_cpystrn(err, (u_char *) "users invite: the email is taken, "
+                    "and its account is gone", NGX_FOKO_CHAT_ERR_LEN);
+        rc = NGX_ERROR;
+    }
+
+    return rc;
 }

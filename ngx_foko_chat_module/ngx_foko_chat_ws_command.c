@@ -17,6 +17,8 @@
 
 static int ngx_foko_chat_cmd_id(ngx_foko_chat_cmd_t *cmd, const char *field,
     char *out);
+static int ngx_foko_chat_cmd_seqs(ngx_foko_chat_cmd_t *cmd,
+    const char *field);
 static int ngx_foko_chat_cmd_fail(ngx_foko_chat_cmd_t *cmd,
     const char *field, const char *problem);
 
@@ -25,10 +27,8 @@ int
 ngx_foko_chat_cmd_decode(const char *data, size_t len,
     ngx_foko_chat_cmd_t *cmd)
 {
-    size_t        n;
-    json_t       *v, *seq;
-    const char   *type, *key;
-    json_int_t    i;
+    json_t       *v;
+    const char   *type;
     json_error_t  error;
 
     memset(cmd, 0, sizeof(ngx_foko_chat_cmd_t));
@@ -81,7 +81,14 @@ ngx_foko_chat_cmd_decode(const char *data, size_t len,
         cmd->token = json_string_value(v);
         cmd->token_len = json_string_length(v);
 
-        return 0;
+        /* where the client is in its channels: replayed from the sign-in */
+        v = json_object_get(cmd->root, "resume");
+
+        if (v == NULL || json_is_null(v)) {
+            return 0;
+        }
+
+        return ngx_foko_chat_cmd_seqs(cmd, "resume");
     }
 
     if (strcmp(type, "send") == 0) {
@@ -124,51 +131,7 @@ ngx_foko_chat_cmd_decode(const char *data, size_t len,
 
     if (strcmp(type, "resume") == 0) {
         cmd->type = NGX_FOKO_CHAT_CMD_RESUME;
-
-        v = json_object_get(cmd->root, "channels");
-
-        if (!json_is_object(v)) {
-            return ngx_foko_chat_cmd_fail(cmd, "channels",
-                                          "must be an object of channel "
-                                          "ids and seqs");
-        }
-
-        n = json_object_size(v);
-
-        if (n > NGX_FOKO_CHAT_CMD_RESUME_MAX) {
-            return ngx_foko_chat_cmd_fail(cmd, "channels",
-                                          "has more than 1000 channels");
-        }
-
-        if (n) {
-            cmd->channels = malloc(n * sizeof(ngx_foko_chat_cmd_channel_t));
-            if (cmd->channels == NULL) {
-                return ngx_foko_chat_cmd_fail(cmd, "channels",
-                                              "is too large");
-            }
-        }
-
-        json_object_foreach(v, key, seq) {
-            if (!ngx_foko_chat_cmd_is_id(key, strlen(key))) {
-                return ngx_foko_chat_cmd_fail(cmd, "channels",
-                                              "has a key that is not a "
-                                              "channel id");
-            }
-
-            if (!json_is_integer(seq) || json_integer_value(seq) < 0) {
-                return ngx_foko_chat_cmd_fail(cmd, "channels",
-                                              "has a seq that is not an "
-                                              "integer of 0 or more");
-            }
-
-            i = json_integer_value(seq);
-
-            memcpy(cmd->channels[cmd->nchannels].id, key, 25);
-            cmd->channels[cmd->nchannels].seq = i;
-            cmd->nchannels++;
-        }
-
-        return 0;
+        return ngx_foko_chat_cmd_seqs(cmd, "channels");
     }
 
     return ngx_foko_chat_cmd_fail(cmd, "type",
@@ -188,25 +151,6 @@ ngx_foko_chat_cmd_free(ngx_foko_chat_cmd_t *cmd)
 }
 
 
-int
-ngx_foko_chat_cmd_is_id(const char *s, size_t len)
-{
-    size_t  i;
-
-    if (len != 24) {
-        return 0;
-    }
-
-    for (i = 0; i < 24; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
 static int
 ngx_foko_chat_cmd_id(ngx_foko_chat_cmd_t *cmd, const char *field, char *out)
 {
@@ -215,13 +159,70 @@ ngx_foko_chat_cmd_id(ngx_foko_chat_cmd_t *cmd, const char *field, char *out)
     v = json_object_get(cmd->root, field);
 
     if (!json_is_string(v)
-        || !ngx_foko_chat_cmd_is_id(json_string_value(v),
+        || !ngx_foko_chat_oid_valid((const unsigned char *)
+                                        json_string_value(v),
                                     json_string_length(v)))
     {
         return ngx_foko_chat_cmd_fail(cmd, field, "must be a channel id");
     }
 
-    memcpy(out, json_string_value(v), 25);
+    memcpy(out, json_string_value(v), NGX_FOKO_CHAT_OID_SIZE);
+
+    return 0;
+}
+
+
+/* channel ids and seqs: "channels" of resume, "resume" of auth */
+
+static int
+ngx_foko_chat_cmd_seqs(ngx_foko_chat_cmd_t *cmd, const char *field)
+{
+    size_t       n;
+    json_t      *v, *seq;
+    const char  *key;
+
+    v = json_object_get(cmd->root, field);
+
+    if (!json_is_object(v)) {
+        return ngx_foko_chat_cmd_fail(cmd, field,
+                                      "must be an object of channel ids "
+                                      "and seqs");
+    }
+
+    n = json_object_size(v);
+
+    if (n > NGX_FOKO_CHAT_CMD_RESUME_MAX) {
+        return ngx_foko_chat_cmd_fail(cmd, field,
+                                      "has more than 1000 channels");
+    }
+
+    if (n) {
+        cmd->channels = malloc(n * sizeof(ngx_foko_chat_cmd_channel_t));
+        if (cmd->channels == NULL) {
+            return ngx_foko_chat_cmd_fail(cmd, field, "is too large");
+        }
+    }
+
+    json_object_foreach(v, key, seq) {
+        if (!ngx_foko_chat_oid_valid((const unsigned char *) key,
+                                     strlen(key)))
+        {
+            return ngx_foko_chat_cmd_fail(cmd, field,
+                                          "has a key that is not a "
+                                          "channel id");
+        }
+
+        if (!json_is_integer(seq) || json_integer_value(seq) < 0) {
+            return ngx_foko_chat_cmd_fail(cmd, field,
+                                          "has a seq that is not an "
+                                          "integer of 0 or more");
+        }
+
+        memcpy(cmd->channels[cmd->nchannels].id, key,
+               NGX_FOKO_CHAT_OID_SIZE);
+        cmd->channels[cmd->nchannels].seq = json_integer_value(seq);
+        cmd->nchannels++;
+    }
 
     return 0;
 }

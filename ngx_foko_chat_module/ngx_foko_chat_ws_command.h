@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "ngx_foko_chat_oid.h"
+
 
 #define NGX_FOKO_CHAT_CMD_AUTH          1
 #define NGX_FOKO_CHAT_CMD_SEND          2
@@ -27,7 +29,7 @@
 
 
 typedef struct {
-    char                       id[25];
+    char                       id[NGX_FOKO_CHAT_OID_SIZE];
     int64_t                    seq;
 } ngx_foko_chat_cmd_channel_t;
 
@@ -41,11 +43,13 @@ typedef struct {
 
     const char                *token;      /* auth */
     size_t                     token_len;
-    char                       channel[25];            /* send, typing, read */
+    /* send, typing, read */
+    char                       channel[NGX_FOKO_CHAT_OID_SIZE];
     int64_t                    seq;                    /* read */
     json_t                    *body;       /* send: root, with text... */
 
-    ngx_foko_chat_cmd_channel_t  *channels;            /* resume, malloc() */
+    /* resume; auth's "resume" (none if absent): malloc() */
+    ngx_foko_chat_cmd_channel_t  *channels;
     size_t                     nchannels;
 
     /* when decoding fails: the field at fault and what is wrong */
@@ -63,8 +67,6 @@ int ngx_foko_chat_cmd_decode(const char *data, size_t len,
     ngx_foko_chat_cmd_t *cmd);
 void ngx_foko_chat_cmd_free(ngx_foko_chat_cmd_t *cmd);
 
-/* a 24-digit lowercase hex ObjectId */
-int ngx_foko_chat_cmd_is_id(const char *s, size_t len);
 
 
 #endif /* _NGX_FOKO_CHAT_WS_COMMAND_H_INCLUDED_ */

@@ -339,12 +339,12 @@ static ngx_int_t
 ngx_foko_chat_ws_parse_length(ngx_foko_chat_ws_parser_t *p, uint64_t len)
 {
     /*
-     * RFC 6455 wants the top bit clear; such a length is also far over any
-     * limit, and 1009 says so more plainly than 1002.
+     * RFC 6455, section 5.2: "the most significant bit MUST be 0".  Such a
+     * frame breaks the protocol, whatever the limit: 1002, not 1009.
      */
 
     if (len >> 63) {
-        return ngx_foko_chat_ws_fail(p, NGX_FOKO_CHAT_WS_CLOSE_TOO_BIG,
+        return ngx_foko_chat_ws_fail(p, NGX_FOKO_CHAT_WS_CLOSE_PROTOCOL,
                                      "frame length with the top bit set");
     }
 

@@ -10,18 +10,28 @@ apt_packages=(
     nginx nginx-dev build-essential pkg-config
     libmongoc-dev libbson-dev libjansson-dev libjwt-dev
     libcurl4-openssl-dev libargon2-dev libcrypt-dev
-    libpcre2-dev libssl-dev zlib1g-dev
+    libpcre2-dev libssl-dev zlib1g-dev libhiredis-dev
     libtest-base-perl libmojolicious-perl libprotocol-websocket-perl
-    python3-aiosmtpd
+    python3-aiosmtpd redis-server
 )
+
+# only for "make test": the browser of the client's end-to-end tests, a
+# font for the text in their screenshots, Prometheus (promtool and a real
+# scraper for the metrics tests), dpkg-dev (the package test), openssl and
+# curl (the TLS test of production.conf)
+test_apt_packages=(chromium fonts-dejavu-core prometheus dpkg-dev binutils
+    openssl curl)
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# install_packages [PACKAGE...]: those (default: apt_packages) not yet
+# installed
 install_packages() {
     local missing=() p
-    for p in "${apt_packages[@]}"; do
+    [ $# -gt 0 ] || set -- "${apt_packages[@]}"
+    for p in "$@"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -53,6 +63,63 @@ install_ferretdb() {
 install_all() {
     install_packages
     install_ferretdb
+}
+
+# --- the web client (frontend/), built with Vite into frontend/dist
+
+frontend=$root/frontend
+node_min=20.19
+
+# Vite needs node 20.19 or later; Debian 12's nodejs (18) is too old
+check_node() {
+    local v
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "node $node_min or later (with npm) is needed to build the" \
+            "web client in frontend/; install it from https://nodejs.org/" >&2
+        return 1
+    fi
+    v=$(node -p 'process.versions.node')
+    if ! node -e '
+        const [a, b] = process.versions.node.split(".").map(Number);
+        const [x, y] = process.argv[1].split(".").map(Number);
+        process.exit(a > x || (a === x && b >= y) ? 0 : 1);' "$node_min"
+    then
+        echo "node $v is too old to build the web client in frontend/:" \
+            "$node_min or later is needed (https://nodejs.org/)" >&2
+        return 1
+    fi
+}
+
+# npm ci when node_modules is missing or older than package-lock.json
+# (npm writes node_modules/.package-lock.json on every install)
+client_deps() {
+    if [ ! -f "$frontend/node_modules/.package-lock.json" ] \
+        || [ "$frontend/package-lock.json" \
+             -nt "$frontend/node_modules/.package-lock.json" ]
+    then
+        check_node || return 1
+        echo "installing the web client's dependencies (npm ci)"
+        (cd "$frontend" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+# whether frontend/dist is missing or older than a source of it
+client_stale() {
+    local built=$frontend/dist/index.html
+    [ -f "$built" ] || return 0
+    [ -n "$(cd "$frontend" && find src public index.html package.json \
+        package-lock.json vite.config.* tsconfig*.json \
+        -newer "$built" -print -quit 2>/dev/null)" ]
+}
+
+# builds frontend/dist when it is missing or older than its sources
+build_client() {
+    if client_stale; then
+        check_node || return 1
+        client_deps || return 1
+        echo "building the web client (npm run build)"
+        (cd "$frontend" && npm run build --silent)
+    fi
 }
 
 # the sanitizer build with FOKO_SANITIZE=1 (scripts/build-module.sh)

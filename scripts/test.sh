@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # make test: installs what is missing, builds the module, starts a throwaway
-# FerretDB and runs the whole suite with prove.
+# FerretDB and the mail peer, and runs the whole suite with prove; then,
+# unless FOKO_SANITIZE is set or test files were named, the web client's
+# checks: type check, unit tests, build, and the end-to-end tests in
+# headless Chromium against the same FerretDB and mail peer.
+#
+#   scripts/test.sh                  # everything
+#   scripts/test.sh t/020-channels.t # those files only, no client checks
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
 
+client_checks=
+if [ -z "${FOKO_SANITIZE:-}" ] && [ $# -eq 0 ]; then
+    client_checks=1
+fi
+
 install_all
+if [ -n "$client_checks" ]; then
+    install_packages "${test_apt_packages[@]}"
+    check_node
+fi
 build_module
 
 # FOKO_SANITIZE=1: the module built with AddressSanitizer and UBSan, loaded
@@ -54,9 +69,32 @@ export TEST_NGINX_FERRETDB=$ferretdb_bin
 
 cd "$root"
 
+# the web client's checks, each in frontend/; the first that fails ends them
+run_client_checks() {
+    client_deps || return 1
+    echo "web client: type check (tsc -b)"
+    (cd "$frontend" && npx tsc -b) || return 1
+    echo "web client: unit tests (vitest run)"
+    (cd "$frontend" && npx vitest run) || return 1
+    echo "web client: build (npm run build)"
+    (cd "$frontend" && npm run build --silent) || return 1
+    if [ -f "$frontend/e2e/run.sh" ]; then
+        echo "web client: end-to-end tests (frontend/e2e/run.sh)"
+        bash "$frontend/e2e/run.sh" || return 1
+    fi
+}
+
 if [ -z "${FOKO_SANITIZE:-}" ]; then
-    prove -r "${@:-t/}"
-    exit
+    failed=
+    prove -r "${@:-t/}" || failed="prove"
+    if [ -n "$client_checks" ]; then
+        run_client_checks || failed="${failed:+$failed, }the web client's checks"
+    fi
+    if [ -n "$failed" ]; then
+        echo "FAILED: $failed" >&2
+        exit 1
+    fi
+    exit 0
 fi
 
 mkdir -p "$tmp/sanitizer"

@@ -9,8 +9,11 @@ use Time::HiRes qw(time);
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
+use FokoChat::Server;
 
-start_foko(workers => 2);
+# more sign-ups than signup_address lets one address make by default
+start_foko(workers => 2,
+           http_config => "    foko_chat_limit signup_address 1000/1h;\n");
 
 # sign-up
 
@@ -79,7 +82,7 @@ is $status, 200, 'the refreshed token works';
 
 # users to talk to
 
-my ($bob_token, $bob) = signup(username => 'Bobby Tables');
+my ($bob_token, $bob) = signup(username => 'Bobby Tables', exact => 1);
 signup(username => 'bobcat');
 signup(username => 'robert');
 
@@ -106,6 +109,17 @@ for my $q ('x' x 65, 'a' x 190, '%41' x 60) {
 ($status) = api(GET => '/api/me', undef, token => $token);
 is $status, 200, 'and the worker is fine';
 
+for my $q ('%ff', 'bob%c3', '%c0%af', '%ed%a0%80', '%f4%90%80%80', 'a%80b') {
+    ($status, $res) = api(GET => "/api/users?q=$q", undef, token => $token);
+    is_deeply [$status, $res->{error}{code}, $res->{error}{field}],
+        [400, 'invalid_request', 'q'], "q=$q, not UTF-8, is 400 naming q";
+}
+signup(username => "\x{e9}mile", email => unique_email('emile'),
+       exact => 1);
+($status, $res) = api(GET => '/api/users?q=%C3%A9MI', undef, token => $token);
+is $status, 200, 'a UTF-8 query is fine';
+ok((grep { $_->{username} eq "\x{e9}mile" } @$res), 'and finds by it');
+
 # bad input: 400 naming the field, nothing written
 
 my @bad = (
@@ -128,6 +142,20 @@ my @bad = (
     ['an overlong username', 'username',
         { email => unique_email(), password => 'correct horse',
           username => 'n' x 33 }],
+    map({ ["a username with $_->[0]", 'username',
+           { email => unique_email(), password => 'correct horse',
+             username => $_->[1] }] }
+        ['a C1 control (U+0085)', "evil\x{85}name"],
+        ['a C1 control (U+009F)', "x\x{9f}"],
+        ['a bidi override (U+202E)', "abc\x{202e}gpj.exe"],
+        ['a bidi embedding (U+202A)', "\x{202a}abc"],
+        ['a bidi isolate (U+2066)', "a\x{2066}b"],
+        ['a bidi isolate end (U+2069)', "a\x{2069}"],
+        ['only a zero-width space', "\x{200b}"],
+        ['only zero-width characters', "\x{200b}\x{200d}\x{feff}\x{2060}"],
+        ['only a Hangul filler', "\x{3164}"],
+        ['only invisible spaces', "\x{a0}\x{2800}\x{3000}"],
+        ['only a soft hyphen and a variation selector', "\x{ad}\x{fe0f}"]),
 );
 
 for my $case (@bad) {
@@ -136,6 +164,15 @@ for my $case (@bad) {
     is $status, 400, "$name is 400";
     is $res->{error}{code}, 'invalid_request', "$name is invalid_request";
     is $res->{error}{field}, $field, "$name names \"$field\"";
+}
+
+for my $ok (["\x{5d0}\x{5d1}\x{5d2}", 'a right-to-left name'],
+            ["\x{1f469}\x{200d}\x{1f4bb}", 'an emoji joined by U+200D'],
+            ["Zo\x{eb} \x{200b}K", 'a zero-width space among letters']) {
+    ($status, $res) = api(POST => '/api/auth/signup',
+        { email => unique_email('fine'), password => 'correct horse',
+          username => $ok->[0] });
+    is $status, 201, "$ok->[1] is a username";
 }
 
 my $kept = unique_email('kept');
@@ -200,6 +237,8 @@ is $status, 429, 'an unknown email is limited alike';
 my $log = error_log_text();
 unlike $log, qr/\[(error|alert|crit|emerg)\]/,
     'clients\' mistakes log nothing above info';
+
+error_log_clean();
 
 stop_foko();
 

@@ -10,6 +10,7 @@ use IO::Select;
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
+use FokoChat::Server;
 
 # one worker process; a deliberately costly hash
 setup_servroot();
@@ -79,5 +80,7 @@ my ($health) = grep { $name{$_} eq '/api/health' } keys %buf;
 like $buf{$health}, qr{^HTTP/1\.1 200}, 'health said ok';
 
 stop_nginx();
+
+error_log_clean();
 
 done_testing;

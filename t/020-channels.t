@@ -11,6 +11,7 @@ use JSON::PP;
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
+use FokoChat::Server;
 
 my $smtp = $ENV{TEST_NGINX_MAIL_SMTP_PORT};
 my $http = $ENV{TEST_NGINX_MAIL_HTTP_PORT};
@@ -36,9 +37,40 @@ like $lunch->{id}, qr/^[0-9a-f]{24}$/, 'with an id';
 is $lunch->{name}, 'Lunch', 'and its name';
 ok !$lunch->{direct}, 'not direct';
 is_deeply [sort map { $_->{username} } @{ $lunch->{members} }],
-    ['alice', 'bob', 'carol'], 'the creator is a member';
+    [map { $_->{username} } $a, $b, $c], 'the creator is a member';
 is $lunch->{last_seq}, 0, 'no messages yet';
 is $lunch->{last_message}, undef, 'so no last message';
+
+# a named channel with only its creator, who invites later
+
+($status, $res) = api(POST => '/api/channels',
+    { name => 'Notes', members => [] }, token => $alice);
+is $status, 201, 'a named channel with no other member is created';
+my $notes = $res;
+is $notes->{name}, 'Notes', 'with its name';
+ok !$notes->{direct}, 'not direct';
+is_deeply [map { $_->{username} } @{ $notes->{members} }],
+    [$a->{username}],
+    'its creator is its one member';
+($status, $res) = api(POST => '/api/channels',
+    { name => 'Solo', members => [$a->{id}] }, token => $alice);
+is $status, 201, 'naming only the creator is the same';
+is scalar @{ $res->{members} }, 1, 'one member, once';
+my $solo = $res->{id};
+($status, $res) = api(GET => "/api/channels/$notes->{id}", undef,
+                      token => $alice);
+is $status, 200, 'the creator gets it';
+is $res->{unread}, 0, 'with nothing unread';
+($status) = api(GET => "/api/channels/$notes->{id}", undef, token => $bob);
+is $status, 404, 'nobody else sees it';
+($status, $res) = api(POST => "/api/channels/$notes->{id}/messages",
+                      { text => 'remember the milk' }, token => $alice);
+is $status, 201, 'its creator posts to it alone';
+($status, $res) = api(POST => "/api/channels/$solo/invite",
+                      { email => $c->{email} }, token => $alice);
+is $status, 200, 'and invites someone later';
+is_deeply [sort map { $_->{username} } @{ $res->{members} }],
+    [map { $_->{username} } $a, $c], 'who joins it';
 
 # a direct conversation, created once
 
@@ -58,7 +90,8 @@ is $res->{id}, $direct, 'it is the same one';
 my @bad = (
     [{ members => 'x' }, 'members', 'members not an array'],
     [{ members => ['nope'] }, 'members', 'a member that is no id'],
-    [{ members => [$a->{id}] }, 'members', 'only the creator'],
+    [{ members => [$a->{id}] }, 'name', 'only the creator, no name'],
+    [{ members => [] }, 'name', 'nobody and no name'],
     [{ name => '', members => [$b->{id}] }, 'name', 'an empty name'],
     [{ name => 'x' x 65, members => [$b->{id}] }, 'name', 'a long name'],
     [{ members => [$b->{id}, $c->{id}] }, 'name', 'a group without a name'],
@@ -197,8 +230,7 @@ SKIP: {
     is $status, 400, 'the link works once';
 }
 
-unlike error_log_text(), qr/\[(error|alert|crit|emerg)\]/,
-    'nothing above info in the log';
+error_log_clean('nothing above info in the log');
 
 stop_foko();
 

@@ -9,6 +9,7 @@ use Test::More;
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
+use FokoChat::Server;
 
 start_foko(workers => 2, http_config => "    foko_chat_shm_size 1m;\n"
     . "    foko_chat_history_cache 100;\n"
@@ -56,7 +57,7 @@ for my $id (@channels) {
 my ($status, $res) = api(GET => '/status');
 is $status, 200, 'the status page still answers';
 
-unlike error_log_text(), qr/\[(alert|crit|emerg)\]/, 'no alert';
+error_log_clean('no alert', qr/\[error\]/);
 
 stop_foko();
 

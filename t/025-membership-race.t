@@ -8,6 +8,7 @@ use Test::More;
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
+use FokoChat::Server;
 
 start_foko(workers => 2);
 
@@ -43,6 +44,8 @@ for my $round (1 .. 15) {
 }
 
 is $leaks, 0, 'after leaving, nobody reads or posts, on any worker';
+
+error_log_clean();
 
 stop_foko();
 

@@ -11,6 +11,7 @@ use Time::HiRes qw(sleep);
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
+use FokoChat::Server;
 
 my ($uri, $db) = ferretdb_start();
 
@@ -86,6 +87,8 @@ is scalar @{ $page->{messages} }, 31, 'history has all 31';
 
 my @problems = grep { /\[(error|crit|alert|emerg)\]/ } error_log_lines();
 is_deeply \@problems, [], 'the error log is clean';
+
+error_log_clean();
 
 stop_foko();
 ferretdb_stop($db);

@@ -1,7 +1,9 @@
 # A reload that changes foko_chat_shm_size starts a fresh zone while the
 # old workers still hold posts with seqs of the old zone.  When a seq turns
 # out to be stored already, the post takes the next free seq instead of
-# failing: every post is stored once, and history has no gap.
+# failing: every post is stored once, and history has no gap.  What the
+# old workers store after the reload reaches the new workers' WebSocket
+# subscribers live, once each and in seq order.
 
 use strict;
 use warnings;
@@ -11,12 +13,14 @@ use Time::HiRes qw(sleep time);
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
-use FokoChat::Ws qw(worker_pids wait_workers master_pid);
+use FokoChat::Ws qw(worker_pids wait_workers master_pid ws_mojo wait_until);
 
 my ($uri, $db) = ferretdb_start();
 
 start_foko(workers => 2, mongo_uri => $uri,
-           http_config => "    foko_chat_shm_size 8m;\n");
+           http_config => "    foko_chat_shm_size 8m;\n",
+           config => "        location = /ws {\n"
+                     . "            foko_chat_websocket;\n        }\n");
 
 my ($alice) = signup(username => 'alice');
 my ($bob, $ub) = signup(username => 'bob');
@@ -73,6 +77,11 @@ for my $sock (@fresh) {
     $seq{ $res->{message}{seq} } = 'new' if $res;
 }
 
+# a subscriber on each new worker, signed in once seqs 2 to 5 are stored
+my @subs = map { ws_mojo(token => $bob, pid => $_) } @new;
+is_deeply [map { $_->{ready}{channels}[0]{last_seq} } @subs], [5, 5],
+    'ready says seq 5 on both new workers';
+
 # the old workers go on: their seqs are taken
 kill CONT => @old_workers;
 
@@ -89,6 +98,12 @@ is_deeply [sort { $a <=> $b } keys %seq], [2 .. 9],
 ($status, my $res) = api(POST => $url, { text => 'next' }, token => $bob);
 is $status, 201, 'the next post';
 is $res->{message}{seq}, 10, 'takes seq 10';
+
+wait_until(sub { !grep { $_->seqs($ch->{id}) < 5 } @subs }, 10);
+is_deeply [map { [$_->seqs($ch->{id})] } @subs], [([6 .. 10]) x 2],
+    'both subscribers of the new workers get seqs 6 to 10 live, once, '
+    . 'in order: those the old workers stored too';
+$_->close for @subs;
 
 my ($st, $page) = api(GET => "$url?after=0&limit=50", undef, token => $bob);
 is_deeply [map { $_->{seq} } @{ $page->{messages} }], [1 .. 10],

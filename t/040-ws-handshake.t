@@ -132,9 +132,7 @@ for my $case (
 }
 
 sub log_clean {
-    my @problems = error_log_problems();
-    is_deeply \@problems, [], "$_[0]: nothing at [error] or above in error.log"
-        or diag @problems;
+    error_log_clean("$_[0]: nothing at [error] or above in error.log");
 }
 
 log_clean('default origin rule');

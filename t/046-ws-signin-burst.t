@@ -4,7 +4,8 @@
 # A bad token is refused at once, not after the queue; a connection that
 # goes away while it waits is let go at once: it leaves no trace in the
 # counters and its user is never announced online. A reload closes the
-# waiting ones with 1001.
+# waiting ones with 1001. Both bursts come while MongoDB is paused
+# (SIGSTOP), so that they queue however fast a sign-in is otherwise.
 
 use strict;
 use warnings;
@@ -16,8 +17,10 @@ use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
 use FokoChat::Ws;
 
-# one storage thread, so that the sign-ins queue up
-start_foko(mongo_uri => own_mongo_uri('ws46'),
+# one storage thread, so that the sign-ins queue up; a FerretDB of its
+# own, to hold the second burst in the queue
+my ($uri, $db) = ferretdb_start();
+start_foko(mongo_uri => $uri,
            master => 1,
            main_config => "thread_pool burst threads=1;\n",
            http_config => "    foko_chat_thread_pool burst;\n",
@@ -53,6 +56,9 @@ my $sample = sub {
 # carol's connections come late in the burst, when the queue is long,
 # and leave at once
 my $leaves = sub { $_[0] > 200 && $_[0] % 10 == 5 };
+# MongoDB paused for the burst: a sign-in takes as long as it takes when
+# the database is slow, whatever the zone holds
+kill STOP => $db->{pid};
 for my $i (1 .. $n) {
     # the token in the upgrade's header: the sign-in starts at the 101
     my ($st, $h, $body, $c) = ws_handshake(token => $i % 50 == 0
@@ -78,6 +84,7 @@ for my $c (@bad) {
     my $r = $c->wait_close(5);
     is $r->{code}, 4001, 'a bad token in the burst is refused with 4001';
 }
+kill CONT => $db->{pid};
 
 my $readies = 0;
 for my $c (@live) {
@@ -117,6 +124,8 @@ is scalar @carol_online, 0,
 
 # --- a reload while sign-ins wait -------------------------------------------
 
+# MongoDB paused: the sign-in on the thread does not end, the rest wait
+kill STOP => $db->{pid};
 my @storm;
 for (1 .. 150) {
     my $c = (ws_handshake(token => $bob))[3] or die "upgrade refused\n";
@@ -126,6 +135,7 @@ my $w = ws_status();
 ok $w->{waiting_to_sign_in} > 0,
     "a second burst waits ($w->{waiting_to_sign_in} connections)";
 my ($old) = reload_nginx();
+kill CONT => $db->{pid};
 my $ended = grep {
     my $r = $_->wait_close(20);
     ($r->{code} // 0) == 1001
@@ -134,6 +144,8 @@ is $ended, 150, 'then a reload: every one of them is closed with 1001';
 ok wait_until(sub { !grep { kill 0, $_ } @$old }, 20),
     'and the old worker exits';
 
-is_deeply [error_log_problems()], [], 'the error log is clean';
+error_log_clean('the error log is clean');
 
+stop_foko();
+ferretdb_stop($db);
 done_testing;

@@ -840,11 +840,11 @@ ws_test_limits(void)
                  ws_expected);
 
     ws_test_frame_ex(0x82, 0, (uint64_t) 1 << 63, 64, NULL, 0);
-    ws_test_case("64-bit length with the top bit set: 1009", (size_t) -1,
-                 "E1009");
+    ws_test_case("64-bit length with the top bit set: 1002 (RFC 6455 5.2)",
+                 (size_t) -1, "E1002");
 
     ws_test_frame_ex(0x81, 0, 0xffffffffffffffffULL, 64, NULL, 0);
-    ws_test_case("64-bit length of all ones: 1009", (size_t) -1, "E1009");
+    ws_test_case("64-bit length of all ones: 1002", (size_t) -1, "E1002");
 
     ws_test_frame_ex(0x82, 0, (uint64_t) 1 << 40, 64, NULL, 0);
     ws_test_case("a terabyte frame: 1009", 65536, "E1009");

@@ -4,6 +4,10 @@
 Usage:
     /usr/bin/python3 t/lib/mailpeer.py --smtp-port P1 --http-port P2
         [--fail-first N] [--slow-seconds S] [--smtp-auth USER:PASSWORD]
+        [--print]
+
+"make run" uses it as the development mail catcher: with --print, each
+mail's recipient, subject and link are printed on stdout as it arrives.
 
 Needs Debian's python3-aiosmtpd; the rest is the standard library.  Both
 servers listen on 127.0.0.1 only.  "ready" is printed on stdout once both
@@ -73,8 +77,9 @@ def first_link(text):
 class Mailbox:
     """What both servers saw, shared between their threads."""
 
-    def __init__(self, fail_first):
+    def __init__(self, fail_first, show=False):
         self.fail_first = fail_first
+        self.show = show
         self.cond = threading.Condition()
         self.messages = []
         self.attempts = {}
@@ -97,6 +102,11 @@ class Mailbox:
         with self.cond:
             self.messages.append(record)
             self.cond.notify_all()
+        if self.show:
+            print("mail to %s: %s\n  %s" % (record.get("to"),
+                                            record.get("subject"),
+                                            record["link"] or "(no link)"),
+                  flush=True)
 
     def _wait(self, predicate, wait):
         deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
@@ -302,13 +312,15 @@ def main():
     parser.add_argument("--fail-first", type=int, default=2)
     parser.add_argument("--slow-seconds", type=float, default=60.0)
     parser.add_argument("--smtp-auth", metavar="USER:PASSWORD")
+    parser.add_argument("--print", action="store_true", dest="show",
+                        help="print each mail's recipient, subject and link")
     args = parser.parse_args()
 
     # AUTH without TLS is what --smtp-auth asks for; aiosmtpd warns on it
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
 
-    mailbox = Mailbox(args.fail_first)
+    mailbox = Mailbox(args.fail_first, args.show)
     stop = threading.Event()
 
     def on_signal(signum, frame):

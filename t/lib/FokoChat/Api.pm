@@ -26,8 +26,9 @@ use FokoChat::Nginx qw(:all);
 
 our @EXPORT = qw(
     foko_http_config start_foko stop_foko api api_send api_recv
-    signup unique_email ferretdb_start ferretdb_stop jwt_secret free_port
-    error_log_text json
+    signup unique_email unique_username ferretdb_start ferretdb_stop jwt_secret free_port
+    error_log_text json redis_start redis_stop redis_cli start_foko_host
+    stop_foko_host on_host
 );
 
 my $Json = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -118,13 +119,22 @@ sub unique_email {
     return sprintf '%s.%d.%d.%d@example.com', $who, $$, int(time * 1000), ++$Seq;
 }
 
-# Signs a new user up: returns (token, user).
+# A username no other account has: usernames are unique handles, and
+# the test files share one database.
+sub unique_username {
+    my $who = shift // 'user';
+    return sprintf '%s.%x%x', $who, $$, ++$Seq;
+}
+
+# Signs a new user up: returns (token, user).  The username gets a suffix
+# that makes it unique (see unique_username) unless exact => 1.
 sub signup {
     my %o = @_;
-    my $email = $o{email} // unique_email(lc(($o{username} // 'user') =~ s/\W//gr));
+    my $name = $o{username} // 'user';
+    my $email = $o{email} // unique_email(lc($name =~ s/\W//gr));
     my ($status, $res) = api(POST => '/api/auth/signup', {
         email => $email, password => $o{password} // 'correct horse',
-        username => $o{username} // 'user',
+        username => $o{exact} ? $name : unique_username($name),
     });
     die "signup of $email: $status\n" unless $status == 201;
     return ($res->{token}, $res->{user});
@@ -170,6 +180,70 @@ sub free_port {
     }
     die "no free port\n";
 }
+
+# A redis-server of the test's own on a free loopback port, nothing kept
+# on disk: returns a handle with {uri} (redis://127.0.0.1:port) and
+# {port}; redis_stop(handle) stops it, redis_start(handle) starts it
+# again on the same port (empty: a new run_id).
+sub redis_start {
+    my $h = shift // { port => free_port(),
+                       dir => tempdir(CLEANUP => !$ENV{KEEP}) };
+    my $bin = $ENV{TEST_NGINX_REDIS} // 'redis-server';
+    my $pid = fork // die "fork: $!\n";
+    if (!$pid) {
+        open STDOUT, '>>', "$h->{dir}/redis.log" or POSIX::_exit(126);
+        open STDERR, '>&', \*STDOUT or POSIX::_exit(126);
+        exec $bin, '--save', '', '--appendonly', 'no', '--port', $h->{port},
+            '--bind', '127.0.0.1', '--dir', $h->{dir},
+            '--maxmemory-policy', 'noeviction'
+            or POSIX::_exit(127);
+    }
+    $h->{pid} = $pid;
+    $h->{uri} = "redis://127.0.0.1:$h->{port}";
+    for (1 .. 100) {
+        return $h if IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                           PeerPort => $h->{port});
+        sleep 0.1;
+    }
+    die "redis-server did not start\n";
+}
+
+sub redis_stop {
+    my $h = shift;
+    return unless $h->{pid};
+    kill TERM => $h->{pid};
+    waitpid $h->{pid}, 0;
+    delete $h->{pid};
+}
+
+# One command through redis-cli: its output, without the last newline.
+sub redis_cli {
+    my ($h, @args) = @_;
+    my $out = qx{redis-cli -h 127.0.0.1 -p $h->{port} @{[ map { quotemeta } @args ]} 2>&1};
+    chomp $out;
+    return $out;
+}
+
+# Another nginx of the module, as start_foko starts it, in its own server
+# root (beside the test's, named $o{name}) on its own port: a host among
+# several. Returns a handle for on_host and stop_foko_host.
+sub start_foko_host {
+    my %o = @_;
+    my $name = delete $o{name} // die "start_foko_host: a name\n";
+    my $h = { name => $name, port => $o{port} // free_port(),
+              root => server_root() . ".$name" };
+    on_host($h, sub { start_foko(%o) });
+    return $h;
+}
+
+# Runs $code with the API, the WebSocket clients and the error log of the
+# test pointed at host $h.
+sub on_host {
+    my ($h, $code) = @_;
+    return with_instance($h->{root}, $h->{port}, $code);
+}
+
+sub stop_foko_host { on_host($_[0], sub { stop_foko() }) }
 
 sub ferretdb_stop {
     my $h = shift;

@@ -41,6 +41,7 @@ our @EXPORT_OK = qw(
     server_port server_root nginx_binary nginx_version expand_env
     setup_servroot write_conf start_nginx stop_nginx error_log_lines
     build_request http_send http_recv http_request write_file
+    with_instance
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -234,6 +235,24 @@ sub stop_nginx {
         }
     }
     unlink $PidFile;
+}
+
+# Runs $code with the functions above pointed at another nginx instance:
+# its own server root and port (several nginx at once, e.g. hosts that
+# share one Redis); then points them back. Returns what $code returns.
+sub with_instance {
+    my ($root, $port, $code) = @_;
+    my @saved = ($ServerRoot, $ServerPort, $PidFile);
+    my @env = @ENV{qw(TEST_NGINX_SERVER_ROOT TEST_NGINX_SERVER_PORT)};
+    ($ServerRoot, $ServerPort) = ($root, $port);
+    $PidFile = "$root/logs/nginx.pid";
+    @ENV{qw(TEST_NGINX_SERVER_ROOT TEST_NGINX_SERVER_PORT)} = ($root, $port);
+    my @res = eval { wantarray ? $code->() : scalar $code->() };
+    my $err = $@;
+    ($ServerRoot, $ServerPort, $PidFile) = @saved;
+    @ENV{qw(TEST_NGINX_SERVER_ROOT TEST_NGINX_SERVER_PORT)} = @env;
+    die $err if $err;
+    return wantarray ? @res : $res[0];
 }
 
 sub error_log_lines {

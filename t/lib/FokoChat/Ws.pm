@@ -20,12 +20,15 @@ package FokoChat::Ws;
 #   my $close = $raw->wait_close(5);              # {code => 1002, ...}
 #   my $c = ws_mojo(token => $token, pid => $pid);
 #   wait_until(sub { $c->events(type => 'message') >= 3 }, 10);
+#
+# The helpers that are not about WebSocket (the error log, the processes,
+# tokens) live in FokoChat::Server; they are exported from here too.
 
 use strict;
 use warnings;
 
 use Exporter 'import';
-use Digest::SHA qw(sha1 hmac_sha256);
+use Digest::SHA qw(sha1);
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
@@ -38,14 +41,14 @@ use Time::HiRes qw(sleep time);
 
 use FokoChat::Nginx qw(server_port server_root nginx_binary
                        error_log_lines);
+use FokoChat::Server;
 
-our @EXPORT = qw(
+# the WebSocket clients, and FokoChat::Server's helpers for the files that
+# use both
+our @EXPORT = (qw(
     ws_key ws_accept ws_frame ws_handshake ws_raw ws_mojo ws_mojo_workers
-    wait_until error_log_problems nginx_conf_test worker_pids wait_workers
-    master_pid
-    reload_nginx quit_nginx status_pid b64url forge_token token_claims
-    own_mongo_uri
-);
+    wait_until
+), @FokoChat::Server::EXPORT);
 
 my $Json = JSON::PP->new->utf8->canonical->allow_nonref;
 
@@ -91,18 +94,6 @@ sub close_payload {
     return pack('n', $code) . ($reason // '');
 }
 
-# TEST_NGINX_MONGO_URI with "_$suffix" added to the database name: a test
-# file of its own database does not slow down on what other files stored
-# (FerretDB's SQLite backend scans whole collections).
-sub own_mongo_uri {
-    my $suffix = shift;
-    my $uri = $ENV{TEST_NGINX_MONGO_URI} // die "TEST_NGINX_MONGO_URI is not set\n";
-    $uri =~ s{^(mongodb(?:\+srv)?://[^/?]+)(?:/([^?]*))?}{
-        "$1/" . (length($2 // '') ? $2 : 'foko_chat') . "_$suffix"
-    }e or die "cannot read the MongoDB URI $uri\n";
-    return $uri;
-}
-
 # Runs the Mojo loop until $cond returns true or $timeout seconds pass;
 # returns the last value of $cond.
 sub wait_until {
@@ -117,135 +108,6 @@ sub wait_until {
     }
     $loop->remove($tick);
     return $ok;
-}
-
-# Lines of error.log at [error] or above that match none of @allowed.
-sub error_log_problems {
-    my @allowed = @_;
-    return grep {
-        my $line = $_;
-        $line =~ /\[(?:error|crit|alert|emerg)\]/
-            && !grep { $line =~ $_ } @allowed
-    } error_log_lines();
-}
-
-# "nginx -t" on the written conf: (passed, output).
-sub nginx_conf_test {
-    my $root = server_root();
-    my $bin = nginx_binary();
-    my $out = qx{\Q$bin\E -t -p \Q$root/\E -c conf/nginx.conf -e \Q$root/logs/error.log\E 2>&1};
-    return ($? == 0, $out);
-}
-
-sub slurp {
-    open my $fh, '<', shift or return '';
-    local $/;
-    return scalar <$fh>;
-}
-
-sub master_pid {
-    my ($pid) = slurp(server_root() . '/logs/nginx.pid') =~ /(\d+)/;
-    return $pid;
-}
-
-# The worker processes of the running nginx (children of the master that
-# are not the cache helpers).
-sub worker_pids {
-    my $master = shift // master_pid() // return;
-    my @pids;
-    for my $dir (glob '/proc/[0-9]*') {
-        my ($pid) = $dir =~ /(\d+)$/;
-        my $stat = slurp("$dir/stat") or next;
-        my ($ppid) = $stat =~ /\)\s+\S+\s+(\d+)/ or next;
-        next unless $ppid == $master;
-        next unless slurp("$dir/cmdline") =~ /worker process/;
-        push @pids, $pid;
-    }
-    return sort { $a <=> $b } @pids;
-}
-
-# The pids of $n workers, once that many run (they start after the master
-# has written its pid file); fewer after $timeout seconds.
-sub wait_workers {
-    my ($n, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
-    my @pids;
-    while (1) {
-        @pids = worker_pids();
-        return @pids if @pids >= $n || time >= $deadline;
-        sleep 0.05;
-    }
-}
-
-# Sends SIGHUP and waits until the old workers have been replaced by as
-# many new ones; returns (old pids, new pids).
-sub reload_nginx {
-    my %o = @_;
-    my $master = master_pid() or die "no nginx to reload\n";
-    my @old = worker_pids($master);
-    kill HUP => $master;
-    my $deadline = time + ($o{timeout} // 10);
-    my @new;
-    while (time < $deadline) {
-        my %old = map { $_ => 1 } @old;
-        @new = grep { !$old{$_} } worker_pids($master);
-        last if @new >= @old;
-        sleep 0.05;
-    }
-    return (\@old, \@new);
-}
-
-# Sends SIGQUIT (graceful stop) and waits up to $timeout seconds for the
-# master to exit: the seconds it took, or undef if it is still running.
-sub quit_nginx {
-    my $timeout = shift // 15;
-    my $master = master_pid() or die "no nginx to stop\n";
-    my $root = server_root();
-    my $t0 = time;
-    kill QUIT => $master;
-    while (time - $t0 < $timeout) {
-        return time - $t0
-            if index(slurp("/proc/$master/cmdline"), $root) < 0;
-        sleep 0.05;
-    }
-    return undef;
-}
-
-# The pid of a worker that answers GET /status on a new connection.
-sub status_pid {
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => server_port(), Timeout => 5) or die "connect: $@\n";
-    print {$sock} "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    my ($status, undef, $body) = FokoChat::Nginx::http_recv($sock, timeout => 5);
-    return $status == 200 ? $Json->decode($body)->{pid} : undef;
-}
-
-sub b64url {
-    my $s = encode_base64(shift, '');
-    $s =~ tr{+/}{-_};
-    $s =~ s/=+$//;
-    return $s;
-}
-
-sub b64url_decode {
-    my $s = shift;
-    $s =~ tr{-_}{+/};
-    $s .= '=' x ((4 - length($s) % 4) % 4);
-    return decode_base64($s);
-}
-
-# The claims of a JWT (not verified).
-sub token_claims {
-    my (undef, $payload) = split /\./, shift;
-    return $Json->decode(b64url_decode($payload));
-}
-
-# An HS256 token with the given claims, signed with $secret.
-sub forge_token {
-    my ($claims, $secret) = @_;
-    my $input = b64url($Json->encode({ alg => 'HS256', typ => 'JWT' }))
-        . '.' . b64url($Json->encode($claims));
-    return "$input." . b64url(hmac_sha256($input, $secret));
 }
 
 # --- the upgrade request ---------------------------------------------------
@@ -308,8 +170,9 @@ sub ws_handshake {
 
 # An upgraded connection, authenticated when given a token: by the
 # Authorization header (auth => 'header', the default) or by a first
-# message (auth => 'frame'); it then waits for "ready" (kept in
-# {ready}). Dies if the upgrade is refused or no ready comes.
+# message (auth => 'frame', with resume => {channel => seq} in it if
+# given); it then waits for "ready" (kept in {ready}). Dies if the
+# upgrade is refused or no ready comes.
 sub ws_raw {
     my %o = @_;
     my $tries = defined $o{pid} ? 100 : 1;
@@ -321,7 +184,8 @@ sub ws_raw {
         next if defined $o{pid} && $c->{pid} != $o{pid};
         $c->{headers} = $h;
         return $c unless defined $o{token} && !$o{no_ready};
-        $c->send_json({ type => 'auth', token => $o{token} })
+        $c->send_json({ type => 'auth', token => $o{token},
+                        $o{resume} ? (resume => $o{resume}) : () })
             if ($o{auth} // 'header') eq 'frame';
         $c->{ready} = $c->next_event($o{timeout} // 10, 'ready')
             or die "no ready event: " . $c->describe_end . "\n";
@@ -690,7 +554,8 @@ sub FokoChat::Ws::ws_mojo {
                 $c->{closed} = $code // 'none';
                 $c->{close_reason} = $reason;
             });
-            $tx->send({ json => { type => 'auth', token => $o{token} } })
+            $tx->send({ json => { type => 'auth', token => $o{token},
+                    $o{resume} ? (resume => $o{resume}) : () } })
                 if defined $o{token} && $auth eq 'frame';
         });
         my $ok = FokoChat::Ws::wait_until(sub {

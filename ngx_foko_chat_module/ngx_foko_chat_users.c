@@ -1,0 +1,310 @@
+
+/*
+ * Foko chat: each user's channel ids in the shared zone.
+ *
+ * A user is kept when a sign-in first reads the channels from MongoDB;
+ * later sign-ins on any worker take them from here.  A membership change
+ * forgets every user it may touch (those who had the channel and those
+ * named by the change), who are loaded again when next needed; a load
+ * that began before a change is not kept (the generation counter).  At
+ * most NGX_FOKO_CHAT_USERS_MAX users are kept, the least recently used
+ * go first, also when the zone is full.
+ */
+
+
+#include "ngx_foko_chat_users.h"
+
+
+typedef struct {
+    u_char                     color;
+    u_char                     id[NGX_FOKO_CHAT_OID_LEN];
+    ngx_queue_t                lru;
+    ngx_uint_t                 nchannels;
+    u_char                     channels[1][NGX_FOKO_CHAT_OID_LEN];
+} ngx_foko_chat_users_user_t;
+
+
+static ngx_int_t ngx_foko_chat_users_keep_locked(
+    ngx_foko_chat_shm_ctx_t *ctx, u_char *user, u_char *ids, size_t stride,
+    ngx_uint_t n, u_char *extra);
+static void ngx_foko_chat_users_free(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_users_user_t *u);
+static ngx_uint_t ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u,
+    u_char *channel);
+
+
+#define ngx_foko_chat_users_lookup(sh, user)                                  \
+    ((ngx_foko_chat_users_user_t *)                                           \
+     ngx_foko_chat_shm_id_lookup(&(sh)->users, user))
+
+#define ngx_foko_chat_users_node(u)                                           \
+    ((ngx_rbtree_node_t *) ((u_char *) (u)                                    \
+                            - offsetof(ngx_rbtree_node_t, color)))
+
+
+void
+ngx_foko_chat_users_init(ngx_foko_chat_sh_t *sh)
+{
+    ngx_rbtree_init(&sh->users, &sh->users_sentinel,
+                    ngx_foko_chat_shm_id_insert_value);
+    ngx_queue_init(&sh->users_lru);
+}
+
+
+ngx_atomic_uint_t
+ngx_foko_chat_users_gen(ngx_foko_chat_shm_ctx_t *ctx)
+{
+    return ctx->sh->users_gen;
+}
+
+
+ngx_int_t
+ngx_foko_chat_users_get(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n)
+{
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_foko_chat_users_user_t  *u;
+
+    *found = NULL;
+    *n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_foko_chat_users_lookup(ctx->sh, user);
+
+    if (u == NULL) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    ngx_queue_remove(&u->lru);
+    ngx_queue_insert_head(&ctx->sh->users_lru, &u->lru);
+
+    rc = NGX_OK;
+
+    if (u->nchannels == 0) {
+        goto done;
+    }
+
+    *found = calloc(u->nchannels, sizeof(ngx_foko_chat_channel_doc_t));
+    if (*found == NULL) {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    for (i = 0; i < u->nchannels; i++) {
+        ngx_memcpy((*found)[i].id, u->channels[i], NGX_FOKO_CHAT_OID_LEN);
+    }
+
+    *n = u->nchannels;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_foko_chat_users_put(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    ngx_foko_chat_channel_doc_t *found, ngx_uint_t n, ngx_atomic_uint_t gen)
+{
+    u_char     *ids;
+    ngx_int_t   rc;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->users_gen != gen) {
+        /* a membership changed while MongoDB was read */
+        rc = NGX_DECLINED;
+
+    } else {
+        ids = found ? found[0].id : NULL;
+        rc = ngx_foko_chat_users_keep_locked(ctx, user, ids, sizeof(*found),
+                                             ids ? n : 0, NULL);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_foko_chat_users_add(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    u_char *channel)
+{
+    ngx_foko_chat_users_user_t  *u;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ctx->sh->users_gen++;
+
+    u = ngx_foko_chat_users_lookup(ctx->sh, user);
+
+    if (u && !ngx_foko_chat_users_has(u, channel)
+        && ngx_foko_chat_users_keep_locked(ctx, user, u->channels[0],
+                                           NGX_FOKO_CHAT_OID_LEN,
+                                           u->nchannels, channel)
+           != NGX_OK)
+    {
+        /* no room: loaded again when next needed */
+        u = ngx_foko_chat_users_lookup(ctx->sh, user);
+        if (u) {
+            ngx_foko_chat_users_free(ctx, u);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_foko_chat_users_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *user)
+{
+    ngx_foko_chat_users_user_t  *u;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ctx->sh->users_gen++;
+
+    u = ngx_foko_chat_users_lookup(ctx->sh, user);
+    if (u) {
+        ngx_foko_chat_users_free(ctx, u);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_foko_chat_users_forget_all(ngx_foko_chat_shm_ctx_t *ctx)
+{
+    ngx_queue_t  *q;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ctx->sh->users_gen++;
+
+    while (!ngx_queue_empty(&ctx->sh->users_lru)) {
+        q = ngx_queue_head(&ctx->sh->users_lru);
+        ngx_foko_chat_users_free(ctx,
+                           ngx_queue_data(q, ngx_foko_chat_users_user_t, lru));
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_foko_chat_users_evict_locked(ngx_foko_chat_shm_ctx_t *ctx, void *keep)
+{
+    ngx_queue_t                 *q;
+    ngx_foko_chat_users_user_t  *u;
+
+    if (ngx_queue_empty(&ctx->sh->users_lru)) {
+        return NGX_DECLINED;
+    }
+
+    q = ngx_queue_last(&ctx->sh->users_lru);
+    u = ngx_queue_data(q, ngx_foko_chat_users_user_t, lru);
+
+    if (u == keep) {
+        return NGX_DECLINED;
+    }
+
+    ngx_foko_chat_users_free(ctx, u);
+
+    return NGX_OK;
+}
+
+
+/*
+ * With the zone locked: "user" with "n" ids ("stride" bytes apart) and
+ * "extra" if not NULL, in place of what was kept of the user.
+ */
+
+static ngx_int_t
+ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    u_char *ids, size_t stride, ngx_uint_t n, u_char *extra)
+{
+    size_t                       size;
+    ngx_uint_t                   i, total;
+    ngx_rbtree_node_t           *node;
+    ngx_foko_chat_users_user_t  *u, *old;
+
+    old = ngx_foko_chat_users_lookup(ctx->sh, user);
+
+    if (old == NULL && ctx->sh->nusers >= NGX_FOKO_CHAT_USERS_MAX) {
+        (void) ngx_foko_chat_users_evict_locked(ctx, NULL);
+    }
+
+    total = n + (extra ? 1 : 0);
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + offsetof(ngx_foko_chat_users_user_t, channels)
+           + ngx_max(total, 1) * NGX_FOKO_CHAT_OID_LEN;
+
+    node = ngx_foko_chat_shm_alloc_locked(ctx, size, old);
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    node->key = ngx_crc32_short(user, NGX_FOKO_CHAT_OID_LEN);
+
+    u = (ngx_foko_chat_users_user_t *) &node->color;
+    ngx_memcpy(u->id, user, NGX_FOKO_CHAT_OID_LEN);
+    u->nchannels = total;
+
+    for (i = 0; i < n; i++) {
+        ngx_memcpy(u->channels[i], ids + i * stride, NGX_FOKO_CHAT_OID_LEN);
+    }
+
+    if (extra) {
+        ngx_memcpy(u->channels[n], extra, NGX_FOKO_CHAT_OID_LEN);
+    }
+
+    /* the zone may have evicted the old one to make room */
+
+    old = ngx_foko_chat_users_lookup(ctx->sh, user);
+    if (old) {
+        ngx_foko_chat_users_free(ctx, old);
+    }
+
+    ngx_rbtree_insert(&ctx->sh->users, node);
+    ngx_queue_insert_head(&ctx->sh->users_lru, &u->lru);
+    ctx->sh->nusers++;
+    ngx_foko_chat_stat_inc(cached_users);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_foko_chat_users_free(ngx_foko_chat_shm_ctx_t *ctx,
+    ngx_foko_chat_users_user_t *u)
+{
+    ngx_queue_remove(&u->lru);
+    ngx_rbtree_delete(&ctx->sh->users, ngx_foko_chat_users_node(u));
+    ngx_slab_free_locked(ctx->shpool, ngx_foko_chat_users_node(u));
+
+    ctx->sh->nusers--;
+    ngx_foko_chat_stat_add(cached_users, -1);
+}
+
+
+static ngx_uint_t
+ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u, u_char *channel)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < u->nchannels; i++) {
+        if (ngx_memcmp(u->channels[i], channel, NGX_FOKO_CHAT_OID_LEN) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
