@@ -1,0 +1,22 @@
+#!/bin/bash
+# bench/multihost: cross-host against same-host delivery over three nginx
+# hosts, one Redis and one FerretDB, all on loopback.  Bounded in time:
+# every wait in multihost.pl has a deadline, and the whole run is killed
+# after LIMIT seconds (600).
+#
+#   MEMBERS=90 RATES=5,20,50 DURATION=10 bench/multihost/run.sh
+#
+# One JSON line per rate step goes to bench/results/multihost-<date>.jsonl
+# (RESULTS to change it); the summary lines are printed as notes.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+: "${RESULTS:=$root/bench/results/multihost-$(date -u +%Y%m%d-%H%M%S).jsonl}"
+: "${TEST_NGINX_SERVER_PORT:=$((20000 + RANDOM % 20000))}"
+export RESULTS TEST_NGINX_SERVER_PORT
+mkdir -p "$(dirname "$RESULTS")"
+
+cd "$root"
+timeout "${LIMIT:-600}" scripts/test.sh -v bench/multihost/multihost.pl \
+    2>&1 | grep -E '^# |^not ok|^Result|^ok .*(Redis|connected|members)'
+echo "results: $RESULTS"
