@@ -269,6 +269,101 @@ describe('two people chatting', { timeout: 200000 }, () => {
     await screenshots(pageA, 'conversation-scrolled-back');
   });
 
+  // The oldest loaded message starts a group (name, time, day) until the
+  // page above it arrives; then it continues the group of the page's last
+  // message and gets shorter.  That happens above the view, and while the
+  // reader is still scrolling up: what is on screen must not move.
+  step('an older page arriving during a scroll up leaves the view where it was', async (t) => {
+    const older = /\/api\/channels\/[0-9a-f]+\/messages\?.*before=/;
+    let release;
+    const held = new Promise((r) => (release = r));
+    let asked = 0;
+    await pageA.route(older, async (route) => {
+      asked++;
+      await held;
+      await route.continue();
+    });
+    try {
+      await pageA.reload();
+      await waitForText(pageA, 'backlog 120');
+      await waitFor(() => asked >= 1, { message: 'the older page was asked for' });
+      // the oldest loaded message (backlog 071) 150 px above the view
+      const seam = 'backlog 071';
+      const seamBefore = await pageA.evaluate(async (seam) => {
+        const box = document.querySelector('[role="log"]');
+        const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+        box.scrollTop = 0;
+        for (let i = 0; i < 5; i++) await frame();
+        const el = [...box.querySelectorAll('article')].find(
+          (a) => a.querySelector('.message-text')?.textContent.trim() === seam,
+        );
+        if (!el) return null;
+        const b = box.getBoundingClientRect();
+        box.scrollTop += el.getBoundingClientRect().bottom - b.top + 150;
+        for (let i = 0; i < 5; i++) await frame();
+        return el.getBoundingClientRect().height;
+      }, seam);
+      assert.ok(seamBefore, `"${seam}" is rendered at the top of the first page`);
+
+      // scroll up 2 px a frame for 30 frames, the page let through at the
+      // tenth; the first message fully in view must move down by what was
+      // scrolled.  Each row measured while the scroll is under way may cost
+      // up to 2 px (the adjustment races the scroll); the lost header of
+      // the oldest row would cost more than 16.
+      const watching = pageA.evaluate(async () => {
+        const box = document.querySelector('[role="log"]');
+        const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+        const b = box.getBoundingClientRect();
+        const articles = () => [...box.querySelectorAll('article')];
+        const text = (a) => a.querySelector('.message-text')?.textContent.trim();
+        const first = articles().find((a) => a.getBoundingClientRect().top >= b.top);
+        const name = text(first);
+        const topOf = () => {
+          const a = articles().find((x) => text(x) === name);
+          return a ? a.getBoundingClientRect().top - b.top : null;
+        };
+        const start = topOf();
+        let scrolled = 0;
+        const worst = { off: 0, frame: -1 };
+        for (let i = 0; i < 30; i++) {
+          const before = box.scrollTop;
+          box.scrollTop -= 2;
+          scrolled += before - box.scrollTop;
+          if (i === 10) window.__releaseOlder = true;
+          await frame();
+          const now = topOf();
+          const off = now === null ? Infinity : now - start - scrolled;
+          if (Math.abs(off) > Math.abs(worst.off)) Object.assign(worst, { off, frame: i });
+        }
+        for (let i = 0; i < 15; i++) await frame();
+        const now = topOf();
+        return { name, start, end: now, scrolled, off: now === null ? null : now - start - scrolled, worst };
+      });
+      await waitFor(() => pageA.evaluate(() => window.__releaseOlder === true), {
+        interval: 10,
+        message: 'the scroll up under way',
+      });
+      release();
+      const w = await watching;
+      const seamAfter = await pageA.evaluate((seam) => {
+        const el = [...document.querySelectorAll('[role="log"] article')].find(
+          (a) => a.querySelector('.message-text')?.textContent.trim() === seam,
+        );
+        return el ? el.getBoundingClientRect().height : null;
+      }, seam);
+      t.diagnostic(
+        `"${w.name}" ${Math.round(w.start)} -> ${Math.round(w.end)} px after ${w.scrolled} px scrolled; ` +
+          `worst ${Math.round(w.worst.off)} px at frame ${w.worst.frame}; "${seam}" ${seamBefore} -> ${seamAfter} px`,
+      );
+      assert.ok(seamAfter !== null && seamAfter < seamBefore, `"${seam}" joined the group above it (${seamBefore} -> ${seamAfter} px)`);
+      assert.ok(w.off !== null && Math.abs(w.off) <= 16, `"${w.name}" moved only by the scroll (off by ${w.off} px)`);
+      assert.ok(Math.abs(w.worst.off) <= 16, `and never jumped meanwhile (worst ${w.worst.off} px at frame ${w.worst.frame})`);
+    } finally {
+      release();
+      await pageA.unroute(older);
+    }
+  });
+
   step('an edit shows on the other side', async () => {
     for (let i = 0; i < 5; i++) await scrollLog(pageA, 'bottom');
     await send(pageA, 'please edit me');

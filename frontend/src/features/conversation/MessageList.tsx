@@ -47,6 +47,13 @@ export function MessageList({ channelId, channelName, me }: MessageListProps) {
     followOnAppend: true,
     scrollEndThreshold: AT_END,
   });
+  // A row whose top is above the view and that changes size (the oldest
+  // loaded message joining the group of the page that arrived above it, an
+  // edit up there) keeps what is on screen in place. The virtualizer's
+  // default leaves such rows alone while the reader scrolls up, and the
+  // view then jumps by the row's lost header.
+  virtualizer.shouldAdjustScrollPositionOnItemSizeChange = (item, _delta, v) =>
+    item.start < (v.scrollOffset ?? 0);
 
   // the highest message on screen counts as read while the tab is visible
   const reportSeen = useCallback(() => {
