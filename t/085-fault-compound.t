@@ -12,6 +12,9 @@ use Test::More;
 use FokoChat::Fault;
 
 my $h = fault_harness();
-fault_run($h, $_->[0]) for grep { ref $_->[1] } @Cases;
+# a named loop variable: the case code reads logs into $_
+for my $case (grep { ref $_->[1] } @Cases) {
+    fault_run($h, $case->[0]);
+}
 fault_done($h);
 done_testing();

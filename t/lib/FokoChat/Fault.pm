@@ -226,8 +226,8 @@ sub busiest_worker {
     my (%inodes, %n);
     for my $file ('/proc/net/tcp', '/proc/net/tcp6') {
         open my $fh, '<', $file or next;
-        while (<$fh>) {
-            my @f = split;
+        while (my $line = <$fh>) {
+            my @f = split ' ', $line;
             my ($local) = ($f[1] // '') =~ /:([0-9A-F]{4})$/ or next;
             my ($remote) = ($f[2] // '') =~ /:([0-9A-F]{4})$/ or next;
             $inodes{ $f[9] } = 1
