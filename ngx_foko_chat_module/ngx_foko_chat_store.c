@@ -27,6 +27,8 @@ typedef struct {
     mongoc_client_pool_t      *slow;          /* messages, read marks */
     char                      *db;
     ngx_event_t                probe;
+    ngx_msec_t                 retry;         /* the indexes' backoff */
+    ngx_msec_t                 retry_at;
     unsigned                   probing:1;
     unsigned                   alone:1;       /* failing, others not */
     unsigned                   indexing:1;
@@ -47,6 +49,8 @@ static void ngx_foko_chat_store_indexes_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_store_indexes_done(
     ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_store_indexes_retry(ngx_foko_chat_task_t *task,
+    ngx_foko_chat_ping_t *result);
 
 
 static ngx_foko_chat_store_t  ngx_foko_chat_store;
@@ -463,7 +467,11 @@ ngx_foko_chat_store_probe_done(ngx_foko_chat_task_t *task)
 
     ngx_foko_chat_store_report(ping->rc, ping->err, task->log);
 
-    if (ping->rc == NGX_OK && !ngx_foko_chat_store.indexed) {
+    if (ping->rc == NGX_OK && !ngx_foko_chat_store.indexed
+        && (ngx_foko_chat_store.retry == 0
+            || (ngx_msec_int_t) (ngx_current_msec
+                                 - ngx_foko_chat_store.retry_at) >= 0))
+    {
         ngx_foko_chat_store_indexes(task->log);
     }
 
@@ -540,28 +548,52 @@ ngx_foko_chat_store_indexes_done(ngx_foko_chat_task_t *task)
 
     ngx_foko_chat_store.indexing = 0;
 
-    /* a lost connection is retried by the next probe that gets through */
-
-    if (!task->failed && result->rc == NGX_AGAIN) {
-        ngx_log_error(NGX_LOG_WARN, task->log, 0,
-                      "foko chat: indexes not created yet, will retry: %s",
-                      result->err);
-        return NGX_OK;
-    }
-
     if (!task->failed && result->rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, task->log, 0,
                       "foko chat: %s", result->err);
 
     } else if (task->failed || result->rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, task->log, 0,
-                      "foko chat: cannot create indexes: %s", result->err);
+        ngx_foko_chat_store_indexes_retry(task, result);
         return NGX_OK;
     }
+
+    ngx_log_error(NGX_LOG_NOTICE, task->log, 0,
+                  "foko chat: indexes created, usernames are unique now");
 
     ngx_foko_chat_store.indexed = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * A slow or lost MongoDB (a timeout, a dropped connection) is tried again
+ * at warn; a refusal by the server, an operator's matter, at error.  Each
+ * failure doubles the wait up to NGX_FOKO_CHAT_INDEXES_RETRY_MAX, and only
+ * a check that MongoDB answers starts the next try.  What the backfill
+ * did stays done, so a retry goes on where the last one stopped.
+ */
+
+static void
+ngx_foko_chat_store_indexes_retry(ngx_foko_chat_task_t *task,
+    ngx_foko_chat_ping_t *result)
+{
+    ngx_uint_t   level;
+    ngx_msec_t  *retry = &ngx_foko_chat_store.retry;
+
+    *retry = (*retry == 0) ? NGX_FOKO_CHAT_INDEXES_RETRY_MS
+                           : ngx_min(*retry * 2,
+                                     NGX_FOKO_CHAT_INDEXES_RETRY_MAX);
+
+    ngx_foko_chat_store.retry_at = ngx_current_msec + *retry;
+
+    level = (!task->failed && result->rc == NGX_ERROR) ? NGX_LOG_ERR
+                                                        : NGX_LOG_WARN;
+
+    ngx_log_error(level, task->log, 0,
+                  "foko chat: indexes not created yet, will retry in %M s: "
+                  "%s", *retry / 1000,
+                  task->failed ? "the task failed" : (char *) result->err);
 }
 
 

@@ -33,6 +33,10 @@
 /* the probe that keeps the zone's view of MongoDB current */
 #define NGX_FOKO_CHAT_MONGO_PROBE_MS      1000
 
+/* index creation and the usernames backfill retry after 1, 2, 4 ... 30 s */
+#define NGX_FOKO_CHAT_INDEXES_RETRY_MS    1000
+#define NGX_FOKO_CHAT_INDEXES_RETRY_MAX   30000
+
 
 
 /* a fresh ObjectId, 24 hex digits and a NUL; no I/O */

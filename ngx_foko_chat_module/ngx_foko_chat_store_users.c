@@ -29,6 +29,9 @@ static volatile ngx_uint_t  ngx_foko_chat_users_indexed;
 /* the same for the index that keeps invited accounts single */
 static volatile ngx_uint_t  ngx_foko_chat_invite_indexed;
 
+/* set once this worker's backfill has keyed every old account it could */
+static volatile ngx_uint_t  ngx_foko_chat_users_backfilled;
+
 
 static ngx_uint_t ngx_foko_chat_store_users_has_index(const char *name);
 static ngx_int_t ngx_foko_chat_store_user_find(bson_t *filter,
@@ -42,6 +45,10 @@ static ngx_int_t ngx_foko_chat_store_user_taken(ngx_foko_chat_user_t *user,
     u_char *err);
 static ngx_uint_t ngx_foko_chat_store_key_taken(mongoc_collection_t *coll,
     u_char *key, bson_oid_t *self);
+static ngx_int_t ngx_foko_chat_store_backfill_rc(bson_error_t *error);
+static ngx_int_t ngx_foko_chat_store_old_name_taken(u_char *name,
+    u_char *err);
+static u_char *ngx_foko_chat_store_literal(u_char *text, ngx_uint_t whole);
 
 
 ngx_int_t
@@ -150,6 +157,16 @@ ngx_foko_chat_store_user_insert(ngx_foko_chat_user_t *user, u_char *err)
         && ngx_foko_chat_store_users_indexes(err) != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    rc = ngx_foko_chat_store_old_name_taken(user->username, err);
+
+    if (rc == NGX_BUSY) {
+        return ngx_foko_chat_store_user_taken(user, err);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     bson_oid_init(&oid, NULL);
@@ -325,6 +342,13 @@ ngx_foko_chat_store_user_set_password(ngx_foko_chat_user_t *user,
         return NGX_DECLINED;
     }
 
+    if (user->username[0]) {
+        rc = ngx_foko_chat_store_old_name_taken(user->username, err);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
     bson_oid_init_from_string(&oid, (char *) user->id);
 
     query = BCON_NEW("_id", BCON_OID(&oid), "ver", BCON_INT64(user->ver));
@@ -399,10 +423,9 @@ ngx_int_t
 ngx_foko_chat_store_user_search(u_char *prefix, u_char *self, json_t **found,
     u_char *err)
 {
-    u_char                *p, *q, *pattern;
+    u_char                *pattern;
     bson_t                *filter, *opts;
     json_t                *list, *item;
-    size_t                 len;
     bson_oid_t             oid;
     bson_error_t           error;
     const bson_t          *doc;
@@ -414,26 +437,11 @@ ngx_foko_chat_store_user_search(u_char *prefix, u_char *self, json_t **found,
 
     /* the prefix is matched literally: regex metacharacters are escaped */
 
-    len = ngx_strlen(prefix);
-
-    pattern = malloc(2 * len + 2);
+    pattern = ngx_foko_chat_store_literal(prefix, 0);
     if (pattern == NULL) {
         ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
         return NGX_ERROR;
     }
-
-    q = pattern;
-    *q++ = '^';
-
-    for (p = prefix; *p; p++) {
-        if (ngx_strchr("\\^$.|?*+()[]{}", *p)) {
-            *q++ = '\\';
-        }
-
-        *q++ = *p;
-    }
-
-    *q = '\0';
 
     bson_oid_init_from_string(&oid, (char *) self);
 
@@ -673,7 +681,7 @@ ngx_foko_chat_store_users_backfill(u_char *err)
 
             } else {
                 ngx_foko_chat_store_error(err, "users backfill", &error);
-                rc = NGX_ERROR;
+                rc = ngx_foko_chat_store_backfill_rc(&error);
             }
         }
 
@@ -683,7 +691,7 @@ ngx_foko_chat_store_users_backfill(u_char *err)
 
     if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
         ngx_foko_chat_store_error(err, "users backfill", &error);
-        rc = NGX_ERROR;
+        rc = ngx_foko_chat_store_backfill_rc(&error);
     }
 
     mongoc_cursor_destroy(cursor);
@@ -691,6 +699,10 @@ ngx_foko_chat_store_users_backfill(u_char *err)
     ngx_foko_chat_store_push(client);
     bson_destroy(filter);
     bson_destroy(opts);
+
+    if (rc == NGX_OK) {
+        ngx_foko_chat_users_backfilled = 1;
+    }
 
     if (rc == NGX_OK && skipped) {
         (void) ngx_snprintf(err, NGX_FOKO_CHAT_ERR_LEN - 1,
@@ -701,6 +713,101 @@ ngx_foko_chat_store_users_backfill(u_char *err)
     }
 
     return rc;
+}
+
+
+/* a refusal by the server is NGX_ERROR, a slow or lost one NGX_AGAIN */
+
+static ngx_int_t
+ngx_foko_chat_store_backfill_rc(bson_error_t *error)
+{
+    return (error->domain == MONGOC_ERROR_SERVER) ? NGX_ERROR : NGX_AGAIN;
+}
+
+
+/*
+ * Until this worker's backfill is done, an account stored before
+ * usernames were unique may hold a name without its key, which the
+ * unique index does not see: a name that folds to it is taken.  The
+ * regular expression folds more than ASCII, so meanwhile a name that
+ * differs from an old one only in another letter's case is refused too.
+ */
+
+static ngx_int_t
+ngx_foko_chat_store_old_name_taken(u_char *name, u_char *err)
+{
+    u_char               *pattern;
+    bson_t               *filter;
+    int64_t               n;
+    bson_error_t          error;
+    mongoc_client_t      *client;
+    mongoc_collection_t  *coll;
+
+    if (ngx_foko_chat_users_backfilled) {
+        return NGX_OK;
+    }
+
+    pattern = ngx_foko_chat_store_literal(name, 1);
+    if (pattern == NULL) {
+        ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
+        return NGX_ERROR;
+    }
+
+    filter = BCON_NEW("username", "{", "$regex", BCON_UTF8((char *) pattern),
+                                       "$options", BCON_UTF8("i"), "}",
+                      "username_key", "{", "$exists", BCON_BOOL(false), "}",
+                      "invited", "{", "$exists", BCON_BOOL(false), "}");
+    free(pattern);
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    n = mongoc_collection_count_documents(coll, filter, NULL, NULL, NULL,
+                                          &error);
+
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+    bson_destroy(filter);
+
+    if (n < 0) {
+        ngx_foko_chat_store_error(err, "users old names", &error);
+        return NGX_ERROR;
+    }
+
+    return (n > 0) ? NGX_BUSY : NGX_OK;
+}
+
+
+/* "^text" (and "$" if whole) with regex metacharacters escaped; malloc()ed */
+
+static u_char *
+ngx_foko_chat_store_literal(u_char *text, ngx_uint_t whole)
+{
+    u_char  *p, *q, *pattern;
+
+    pattern = malloc(2 * ngx_strlen(text) + 3);
+    if (pattern == NULL) {
+        return NULL;
+    }
+
+    q = pattern;
+    *q++ = '^';
+
+    for (p = text; *p; p++) {
+        if (ngx_strchr("\\^$.|?*+()[]{}", *p)) {
+            *q++ = '\\';
+        }
+
+        *q++ = *p;
+    }
+
+    if (whole) {
+        *q++ = '$';
+    }
+
+    *q = '\0';
+
+    return pattern;
 }
 
 

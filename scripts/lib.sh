@@ -18,9 +18,10 @@ apt_packages=(
 # only for "make test": the browser of the client's end-to-end tests, a
 # font for the text in their screenshots, Prometheus (promtool and a real
 # scraper for the metrics tests), dpkg-dev (the package test), openssl and
-# curl (the TLS test of production.conf)
+# curl (the TLS test of production.conf), pymongo (tests that write old
+# documents straight into the database)
 test_apt_packages=(chromium fonts-dejavu-core prometheus dpkg-dev binutils
-    openssl curl)
+    openssl curl python3-pymongo)
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
