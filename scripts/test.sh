@@ -17,8 +17,10 @@ if [ -z "${FOKO_SANITIZE:-}" ] && [ $# -eq 0 ]; then
 fi
 
 install_all
+# the suite's own peers (prometheus, pymongo, dpkg-dev, ...) for every run,
+# the sanitizer one included, so that no file skips for want of them
+install_packages "${test_apt_packages[@]}"
 if [ -n "$client_checks" ]; then
-    install_packages "${test_apt_packages[@]}"
     check_node
 fi
 build_module

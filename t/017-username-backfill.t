@@ -16,7 +16,7 @@ use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
 use FokoChat::Server;
 
-plan skip_all => 'python3-pymongo is not installed (make test installs it)'
+plan skip_all => 'python3-pymongo is not installed (scripts/test.sh installs it)'
     if system('/usr/bin/python3', '-c', 'import pymongo') != 0;
 
 my ($uri, $db) = ferretdb_start();
