@@ -524,15 +524,25 @@ ngx_foko_chat_store_indexes(ngx_log_t *log)
 }
 
 
+/* the indexes exist: the next runs only go on with the backfill */
+static ngx_uint_t  ngx_foko_chat_store_indexes_made;
+
+
 static void
 ngx_foko_chat_store_indexes_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 {
     ngx_foko_chat_ping_t  *result = task->data;
 
-    result->rc = ngx_foko_chat_store_users_indexes(result->err);
+    result->rc = NGX_OK;
 
-    if (result->rc == NGX_OK) {
-        result->rc = ngx_foko_chat_store_channels_indexes(result->err);
+    if (!ngx_foko_chat_store_indexes_made) {
+        result->rc = ngx_foko_chat_store_users_indexes(result->err);
+
+        if (result->rc == NGX_OK) {
+            result->rc = ngx_foko_chat_store_channels_indexes(result->err);
+        }
+
+        ngx_foko_chat_store_indexes_made = (result->rc == NGX_OK);
     }
 
     if (result->rc == NGX_OK) {
@@ -547,6 +557,17 @@ ngx_foko_chat_store_indexes_done(ngx_foko_chat_task_t *task)
     ngx_foko_chat_ping_t  *result = task->data;
 
     ngx_foko_chat_store.indexing = 0;
+
+    if (!task->failed && result->rc == NGX_BUSY) {
+        /* one batch of the backfill done, more left: the next at once */
+        ngx_foko_chat_store.retry = 0;
+
+        if (!ngx_exiting && !ngx_quit) {
+            ngx_foko_chat_store_indexes(task->log);
+        }
+
+        return NGX_OK;
+    }
 
     if (!task->failed && result->rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, task->log, 0,

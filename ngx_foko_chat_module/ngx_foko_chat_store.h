@@ -36,6 +36,8 @@
 /* index creation and the usernames backfill retry after 1, 2, 4 ... 30 s */
 #define NGX_FOKO_CHAT_INDEXES_RETRY_MS    1000
 #define NGX_FOKO_CHAT_INDEXES_RETRY_MAX   30000
+/* old accounts keyed by one run of the username backfill */
+#define NGX_FOKO_CHAT_BACKFILL_BATCH      50
 
 
 

@@ -32,6 +32,14 @@ static volatile ngx_uint_t  ngx_foko_chat_invite_indexed;
 /* set once this worker's backfill has keyed every old account it could */
 static volatile ngx_uint_t  ngx_foko_chat_users_backfilled;
 
+/*
+ * Where the next batch of the backfill starts, and the accounts left
+ * unkeyed so far; only the one indexes task of a worker touches them.
+ */
+static bson_oid_t           ngx_foko_chat_users_backfill_after;
+static ngx_uint_t           ngx_foko_chat_users_backfill_resume;
+static ngx_uint_t           ngx_foko_chat_users_backfill_skipped;
+
 
 static ngx_uint_t ngx_foko_chat_store_users_has_index(const char *name);
 static ngx_int_t ngx_foko_chat_store_user_find(bson_t *filter,
@@ -616,7 +624,10 @@ ngx_foko_chat_store_copy(const bson_t *doc, const char *key, u_char *dst,
  * first: of two that fold to the same key the older keeps its name as a
  * unique handle, and the younger stays without a key (its name is not
  * reserved) and is counted in err.  Runs after the indexes, in every
- * worker; a second run finds nothing left to do.
+ * worker; a second run finds nothing left to do.  A run keys at most
+ * NGX_FOKO_CHAT_BACKFILL_BATCH accounts and answers NGX_BUSY while more
+ * are left, so that a pool thread is never held for minutes and a stop
+ * waits for one batch at most; the next run goes on after the last _id.
  */
 
 ngx_int_t
@@ -626,7 +637,7 @@ ngx_foko_chat_store_users_backfill(u_char *err)
     u_char                key[NGX_FOKO_CHAT_USERNAME_MAX + 1];
     bson_t               *filter, *opts, *query, *update;
     ngx_int_t             rc;
-    ngx_uint_t            skipped;
+    ngx_uint_t            seen;
     bson_error_t          error;
     const bson_t         *doc;
     mongoc_cursor_t      *cursor;
@@ -637,17 +648,27 @@ ngx_foko_chat_store_users_backfill(u_char *err)
 
     filter = BCON_NEW("username_key", "{", "$exists", BCON_BOOL(false), "}",
                       "invited", "{", "$exists", BCON_BOOL(false), "}");
+
+    if (ngx_foko_chat_users_backfill_resume) {
+        BCON_APPEND(filter, "_id", "{",
+                    "$gt", BCON_OID(&ngx_foko_chat_users_backfill_after),
+                    "}");
+    }
+
     opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}",
-                    "projection", "{", "username", BCON_INT32(1), "}");
+                    "projection", "{", "username", BCON_INT32(1), "}",
+                    "limit", BCON_INT64(NGX_FOKO_CHAT_BACKFILL_BATCH));
 
     client = ngx_foko_chat_store_pop();
     coll = ngx_foko_chat_store_collection(client, "users");
     cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
 
     rc = NGX_OK;
-    skipped = 0;
+    seen = 0;
 
     while (rc == NGX_OK && mongoc_cursor_next(cursor, &doc)) {
+        seen++;
+
         if (!bson_iter_init_find(&it, doc, "_id")
             || !BSON_ITER_HOLDS_OID(&it))
         {
@@ -658,6 +679,8 @@ ngx_foko_chat_store_users_backfill(u_char *err)
         ngx_foko_chat_store_copy(doc, "username", name, sizeof(name));
 
         if (name[0] == '\0') {
+            bson_oid_copy(&oid, &ngx_foko_chat_users_backfill_after);
+            ngx_foko_chat_users_backfill_resume = 1;
             continue;
         }
 
@@ -677,7 +700,7 @@ ngx_foko_chat_store_users_backfill(u_char *err)
             if (error.code == NGX_FOKO_CHAT_DUPLICATE_KEY
                 || ngx_foko_chat_store_key_taken(coll, key, &oid))
             {
-                skipped++;
+                ngx_foko_chat_users_backfill_skipped++;
 
             } else {
                 ngx_foko_chat_store_error(err, "users backfill", &error);
@@ -687,6 +710,11 @@ ngx_foko_chat_store_users_backfill(u_char *err)
 
         bson_destroy(query);
         bson_destroy(update);
+
+        if (rc == NGX_OK) {
+            bson_oid_copy(&oid, &ngx_foko_chat_users_backfill_after);
+            ngx_foko_chat_users_backfill_resume = 1;
+        }
     }
 
     if (rc == NGX_OK && mongoc_cursor_error(cursor, &error)) {
@@ -700,15 +728,19 @@ ngx_foko_chat_store_users_backfill(u_char *err)
     bson_destroy(filter);
     bson_destroy(opts);
 
+    if (rc == NGX_OK && seen == NGX_FOKO_CHAT_BACKFILL_BATCH) {
+        return NGX_BUSY;
+    }
+
     if (rc == NGX_OK) {
         ngx_foko_chat_users_backfilled = 1;
     }
 
-    if (rc == NGX_OK && skipped) {
+    if (rc == NGX_OK && ngx_foko_chat_users_backfill_skipped) {
         (void) ngx_snprintf(err, NGX_FOKO_CHAT_ERR_LEN - 1,
                             "users backfill: %ui accounts share a "
                             "username with an older one, left unkeyed%Z",
-                            skipped);
+                            ngx_foko_chat_users_backfill_skipped);
         rc = NGX_DECLINED;
     }
 

@@ -137,4 +137,39 @@ error_log_clean('nothing above warn but the pause\'s own lines',
 
 stop_foko();
 
+# many old accounts: a stop in the middle of the backfill waits for one
+# batch (NGX_FOKO_CHAT_BACKFILL_BATCH accounts), not for all of them
+
+my $many = 600;
+mongo(<<'_PY_', $model->{id}, $many);
+model = db.users.find_one({'_id': bson.ObjectId(sys.argv[2])})
+docs = []
+for i in range(int(sys.argv[3])):
+    doc = dict(model, _id=bson.ObjectId(), email='many%d@x' % i,
+               username='many%d' % i)
+    doc.pop('username_key')
+    docs.append(doc)
+db.users.insert_many(docs)
+print(json.dumps(len(docs)))
+_PY_
+
+start_foko(mongo_uri => $uri);
+$deadline = time + 20;
+sleep 0.1 until mongo("print(json.dumps(db.users.find_one("
+                      . "{'email': 'many0\@x'}).get('username_key')))")
+                || time > $deadline;
+my $pid = FokoChat::Nginx::nginx_pid();
+my $t0 = time;
+kill QUIT => $pid;
+sleep 0.05 while FokoChat::Nginx::alive($pid) && time - $t0 < 30;
+my $took = time - $t0;
+ok !FokoChat::Nginx::alive($pid), sprintf 'nginx exits on SIGQUIT during the backfill '
+                           . '(%.1f s)', $took;
+cmp_ok $took, '<', 10, 'within one batch, not the whole backfill';
+$left = mongo("print(db.users.count_documents({'email': "
+              . "{'\$regex': '^many'}, 'username_key': None}))");
+cmp_ok $left, '>', 0, "the stop came before the backfill's end "
+                      . "($left of $many left)";
+stop_foko();
+
 done_testing;
