@@ -15,6 +15,8 @@
 #include "ngx_foko_chat_auth_int.h"
 #include "ngx_foko_chat_limit.h"
 #include "ngx_foko_chat_shm.h"
+#include "ngx_foko_chat_redis.h"
+#include "ngx_foko_chat_users.h"
 
 
 static ngx_int_t ngx_foko_chat_auth_signup_counted(ngx_http_request_t *r,
@@ -28,6 +30,8 @@ static ngx_int_t ngx_foko_chat_auth_login_done(ngx_foko_chat_task_t *task);
 static ngx_int_t ngx_foko_chat_auth_caller(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx, ngx_uint_t with_token);
 static ngx_int_t ngx_foko_chat_auth_caller_done(ngx_foko_chat_task_t *task);
+static ngx_int_t ngx_foko_chat_auth_caller_send(ngx_http_request_t *r,
+    ngx_foko_chat_auth_op_t *op);
 static ngx_int_t ngx_foko_chat_auth_users_done(ngx_foko_chat_task_t *task);
 
 
@@ -297,6 +301,7 @@ static ngx_int_t
 ngx_foko_chat_auth_caller(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx,
     ngx_uint_t with_token)
 {
+    ngx_int_t                 rc;
     ngx_foko_chat_task_t     *task;
     ngx_foko_chat_auth_op_t  *op;
 
@@ -309,6 +314,22 @@ ngx_foko_chat_auth_caller(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx,
     op->with_token = with_token;
     op->token_ver = ctx->claims.ver;
     ngx_memcpy(op->user.id, ctx->claims.sub, sizeof(op->user.id));
+
+    /*
+     * the zone's copy, which a reset or an accepted invitation forgets;
+     * with Redis another host may reset the password: MongoDB is read
+     */
+
+    if (!ngx_foko_chat_redis_on()
+        && ngx_foko_chat_users_get(ngx_foko_chat_shm_get(r), op->user.id,
+                                   NULL, NULL, &op->user)
+           == NGX_OK)
+    {
+        ngx_foko_chat_stat_inc(accounts_zone);
+        rc = ngx_foko_chat_auth_caller_send(r, op);
+        ngx_foko_chat_task_free(task);
+        return rc;
+    }
 
     if (ngx_foko_chat_auth_storage(r, task, ngx_foko_chat_auth_by_id_run,
                                    ngx_foko_chat_auth_caller_done)
@@ -335,20 +356,31 @@ ngx_foko_chat_auth_caller_done(ngx_foko_chat_task_t *task)
         return ngx_foko_chat_auth_unavailable(task->request, op);
     }
 
+    ngx_foko_chat_stat_inc(accounts_mongo);
+
+    return ngx_foko_chat_auth_caller_send(task->request, op);
+}
+
+
+/* the account read: gone, of another password version, or the answer */
+
+static ngx_int_t
+ngx_foko_chat_auth_caller_send(ngx_http_request_t *r,
+    ngx_foko_chat_auth_op_t *op)
+{
     if (op->rc == NGX_DECLINED || op->user.invited) {
-        return ngx_foko_chat_json_send_err(task->request,
-                                           NGX_FOKO_CHAT_E_ACCOUNT_GONE,
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_ACCOUNT_GONE,
                                            NULL, NULL);
     }
 
     if (op->token_ver >= 0 && op->token_ver != op->user.ver) {
-        return ngx_foko_chat_json_send_err(task->request,
+        return ngx_foko_chat_json_send_err(r,
                                            NGX_FOKO_CHAT_E_PASSWORD_CHANGED,
                                            NULL, NULL);
     }
 
-    return ngx_foko_chat_auth_send_session(task->request, NGX_HTTP_OK,
-                                           &op->user, op->with_token);
+    return ngx_foko_chat_auth_send_session(r, NGX_HTTP_OK, &op->user,
+                                           op->with_token);
 }
 
 

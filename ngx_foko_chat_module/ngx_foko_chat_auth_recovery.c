@@ -8,6 +8,8 @@
 
 #include "ngx_foko_chat_auth_int.h"
 #include "ngx_foko_chat_mail.h"
+#include "ngx_foko_chat_shm.h"
+#include "ngx_foko_chat_users.h"
 
 
 static ngx_int_t ngx_foko_chat_auth_forgot_done(ngx_foko_chat_task_t *task);
@@ -253,6 +255,15 @@ static ngx_int_t
 ngx_foko_chat_auth_reset_done(ngx_foko_chat_task_t *task)
 {
     ngx_foko_chat_auth_op_t  *op = task->data;
+
+    /*
+     * whatever the answer, the version may have moved: the zone's copy
+     * goes before anyone is told, and tokens of the old one are refused
+     */
+
+    ngx_foko_chat_users_forget(
+                         ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle),
+                         op->user.id);
 
     if (task->request == NULL) {
         return NGX_OK;

@@ -287,7 +287,8 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
 
     body = json_pack("{s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},"
                      "s:{s:s,s:I},s:{s:s%,s:I},"
-                     "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I}}",
+                     "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},"
+                     "s:{s:I,s:I,s:I}}",
                      "pid", (json_int_t) ngx_pid,
                      "connections", ngx_foko_chat_status_connections(),
                      "zone",
@@ -315,6 +316,9 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
                          (json_int_t) sh->stats.signins_zone,
                        "signins_from_mongodb",
                          (json_int_t) sh->stats.signins_mongo,
+                     "accounts",
+                       "from_zone", (json_int_t) sh->stats.accounts_zone,
+                       "from_mongodb", (json_int_t) sh->stats.accounts_mongo,
                      "posts",
                        "queued", (json_int_t) queued,
                        "channel_loads", (json_int_t) loads,
@@ -510,8 +514,8 @@ ngx_foko_chat_status_prometheus(ngx_http_request_t *r)
                        st->evictions);
 
     ngx_foko_chat_prom_family(b, "foko_chat_cache_users", "gauge",
-                              "Users whose channel ids the shared zone "
-                              "holds.");
+                              "Users whose channel ids and account the "
+                              "shared zone holds.");
     ngx_foko_chat_prom(b, "foko_chat_cache_users %uA\n", st->cached_users);
 
     ngx_foko_chat_prom_family(b, "foko_chat_signins_total", "counter",
@@ -521,6 +525,14 @@ ngx_foko_chat_status_prometheus(ngx_http_request_t *r)
                        st->signins_zone);
     ngx_foko_chat_prom(b, "foko_chat_signins_total{from=\"mongodb\"} %uA\n",
                        st->signins_mongo);
+
+    ngx_foko_chat_prom_family(b, "foko_chat_accounts_total", "counter",
+                              "Accounts read for a WebSocket sign-in or "
+                              "GET /api/me, by where they came from.");
+    ngx_foko_chat_prom(b, "foko_chat_accounts_total{from=\"zone\"} %uA\n",
+                       st->accounts_zone);
+    ngx_foko_chat_prom(b, "foko_chat_accounts_total{from=\"mongodb\"} %uA\n",
+                       st->accounts_mongo);
 
     /* MongoDB */
 

@@ -1,6 +1,6 @@
 
 /*
- * Foko chat: each user's channel ids in the shared zone.
+ * Foko chat: each user's channel ids and account in the shared zone.
  *
  * A user is kept when a sign-in first reads the channels from MongoDB;
  * later sign-ins on any worker take them from here.  A membership change
@@ -9,6 +9,11 @@
  * that began before a change is not kept (the generation counter).  At
  * most NGX_FOKO_CHAT_USERS_MAX users are kept, the least recently used
  * go first, also when the zone is full.
+ *
+ * With the ids the zone keeps what a sign-in and GET /api/me need of the
+ * account: the username, the email and the password version that tokens
+ * carry.  A reset or an accepted invitation forgets the user, so that a
+ * token of the old version is refused at once.
  */
 
 
@@ -19,14 +24,30 @@ typedef struct {
     u_char                     color;
     u_char                     id[NGX_FOKO_CHAT_OID_LEN];
     ngx_queue_t                lru;
+    int64_t                    ver;          /* password version */
+    u_short                    name_len;
+    u_short                    email_len;
     ngx_uint_t                 nchannels;
     u_char                     channels[1][NGX_FOKO_CHAT_OID_LEN];
+    /* then the username and the email */
 } ngx_foko_chat_users_user_t;
+
+
+/* the account as it is kept */
+typedef struct {
+    int64_t                    ver;
+    ngx_str_t                  name;
+    ngx_str_t                  email;
+} ngx_foko_chat_users_account_t;
 
 
 static ngx_int_t ngx_foko_chat_users_keep_locked(
     ngx_foko_chat_shm_ctx_t *ctx, u_char *user, u_char *ids, size_t stride,
-    ngx_uint_t n, u_char *extra);
+    ngx_uint_t n, u_char *extra, ngx_foko_chat_users_account_t *a);
+static void ngx_foko_chat_users_account_of(ngx_foko_chat_users_user_t *u,
+    ngx_foko_chat_users_account_t *a);
+static void ngx_foko_chat_users_copy(ngx_foko_chat_users_user_t *u,
+    ngx_foko_chat_user_t *account);
 static void ngx_foko_chat_users_free(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_users_user_t *u);
 static ngx_uint_t ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u,
@@ -40,6 +61,9 @@ static ngx_uint_t ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u,
 #define ngx_foko_chat_users_node(u)                                           \
     ((ngx_rbtree_node_t *) ((u_char *) (u)                                    \
                             - offsetof(ngx_rbtree_node_t, color)))
+
+#define ngx_foko_chat_users_strings(u)                                        \
+    ((u)->channels[ngx_max((u)->nchannels, 1)])
 
 
 void
@@ -60,14 +84,17 @@ ngx_foko_chat_users_gen(ngx_foko_chat_shm_ctx_t *ctx)
 
 ngx_int_t
 ngx_foko_chat_users_get(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
-    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n)
+    ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n,
+    ngx_foko_chat_user_t *account)
 {
     ngx_int_t                    rc;
     ngx_uint_t                   i;
     ngx_foko_chat_users_user_t  *u;
 
-    *found = NULL;
-    *n = 0;
+    if (found) {
+        *found = NULL;
+        *n = 0;
+    }
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -83,7 +110,11 @@ ngx_foko_chat_users_get(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
 
     rc = NGX_OK;
 
-    if (u->nchannels == 0) {
+    if (account) {
+        ngx_foko_chat_users_copy(u, account);
+    }
+
+    if (found == NULL || u->nchannels == 0) {
         goto done;
     }
 
@@ -109,10 +140,18 @@ done:
 
 ngx_int_t
 ngx_foko_chat_users_put(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
-    ngx_foko_chat_channel_doc_t *found, ngx_uint_t n, ngx_atomic_uint_t gen)
+    ngx_foko_chat_channel_doc_t *found, ngx_uint_t n,
+    ngx_foko_chat_user_t *account, ngx_atomic_uint_t gen)
 {
-    u_char     *ids;
-    ngx_int_t   rc;
+    u_char                         *ids;
+    ngx_int_t                       rc;
+    ngx_foko_chat_users_account_t   a;
+
+    a.ver = account->ver;
+    a.name.data = account->username;
+    a.name.len = ngx_strlen(account->username);
+    a.email.data = account->email;
+    a.email.len = ngx_strlen(account->email);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -123,7 +162,7 @@ ngx_foko_chat_users_put(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     } else {
         ids = found ? found[0].id : NULL;
         rc = ngx_foko_chat_users_keep_locked(ctx, user, ids, sizeof(*found),
-                                             ids ? n : 0, NULL);
+                                             ids ? n : 0, NULL, &a);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -136,7 +175,8 @@ void
 ngx_foko_chat_users_add(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     u_char *channel)
 {
-    ngx_foko_chat_users_user_t  *u;
+    ngx_foko_chat_users_user_t     *u;
+    ngx_foko_chat_users_account_t   a;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -144,10 +184,14 @@ ngx_foko_chat_users_add(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
 
     u = ngx_foko_chat_users_lookup(ctx->sh, user);
 
+    if (u) {
+        ngx_foko_chat_users_account_of(u, &a);
+    }
+
     if (u && !ngx_foko_chat_users_has(u, channel)
         && ngx_foko_chat_users_keep_locked(ctx, user, u->channels[0],
                                            NGX_FOKO_CHAT_OID_LEN,
-                                           u->nchannels, channel)
+                                           u->nchannels, channel, &a)
            != NGX_OK)
     {
         /* no room: loaded again when next needed */
@@ -222,14 +266,17 @@ ngx_foko_chat_users_evict_locked(ngx_foko_chat_shm_ctx_t *ctx, void *keep)
 
 
 /*
- * With the zone locked: "user" with "n" ids ("stride" bytes apart) and
- * "extra" if not NULL, in place of what was kept of the user.
+ * With the zone locked: "user" with "n" ids ("stride" bytes apart),
+ * "extra" if not NULL, and account "a", in place of what was kept of the
+ * user ("a" may point into that).
  */
 
 static ngx_int_t
 ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
-    u_char *ids, size_t stride, ngx_uint_t n, u_char *extra)
+    u_char *ids, size_t stride, ngx_uint_t n, u_char *extra,
+    ngx_foko_chat_users_account_t *a)
 {
+    u_char                      *p;
     size_t                       size;
     ngx_uint_t                   i, total;
     ngx_rbtree_node_t           *node;
@@ -245,7 +292,8 @@ ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
 
     size = offsetof(ngx_rbtree_node_t, color)
            + offsetof(ngx_foko_chat_users_user_t, channels)
-           + ngx_max(total, 1) * NGX_FOKO_CHAT_OID_LEN;
+           + ngx_max(total, 1) * NGX_FOKO_CHAT_OID_LEN
+           + a->name.len + a->email.len;
 
     node = ngx_foko_chat_shm_alloc_locked(ctx, size, old);
     if (node == NULL) {
@@ -265,6 +313,12 @@ ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     if (extra) {
         ngx_memcpy(u->channels[n], extra, NGX_FOKO_CHAT_OID_LEN);
     }
+
+    u->ver = a->ver;
+    u->name_len = (u_short) a->name.len;
+    u->email_len = (u_short) a->email.len;
+    p = ngx_cpymem(ngx_foko_chat_users_strings(u), a->name.data, a->name.len);
+    ngx_memcpy(p, a->email.data, a->email.len);
 
     /* the zone may have evicted the old one to make room */
 
@@ -307,4 +361,33 @@ ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u, u_char *channel)
     }
 
     return 0;
+}
+
+
+static void
+ngx_foko_chat_users_account_of(ngx_foko_chat_users_user_t *u,
+    ngx_foko_chat_users_account_t *a)
+{
+    a->ver = u->ver;
+    a->name.data = ngx_foko_chat_users_strings(u);
+    a->name.len = u->name_len;
+    a->email.data = a->name.data + u->name_len;
+    a->email.len = u->email_len;
+}
+
+
+static void
+ngx_foko_chat_users_copy(ngx_foko_chat_users_user_t *u,
+    ngx_foko_chat_user_t *account)
+{
+    ngx_foko_chat_users_account_t  a;
+
+    ngx_foko_chat_users_account_of(u, &a);
+
+    ngx_memcpy(account->id, u->id, NGX_FOKO_CHAT_OID_LEN);
+    account->id[NGX_FOKO_CHAT_OID_LEN] = '\0';
+    *ngx_cpymem(account->username, a.name.data, a.name.len) = '\0';
+    *ngx_cpymem(account->email, a.email.data, a.email.len) = '\0';
+    account->ver = a.ver;
+    account->invited = 0;
 }

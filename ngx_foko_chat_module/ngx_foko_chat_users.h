@@ -1,7 +1,7 @@
 
 /*
- * Foko chat: each user's channel ids in the shared zone, so that a
- * sign-in needs no MongoDB query for them.
+ * Foko chat: each user's channel ids and account in the shared zone, so
+ * that a sign-in and GET /api/me need no MongoDB query for them.
  */
 
 
@@ -24,24 +24,29 @@ void ngx_foko_chat_users_init(ngx_foko_chat_sh_t *sh);
 ngx_atomic_uint_t ngx_foko_chat_users_gen(ngx_foko_chat_shm_ctx_t *ctx);
 
 /*
- * NGX_OK: the zone knows "user"; *found is a malloc()ed array of *n
- * documents with only their ids (NULL when there are none), freed like
- * ngx_foko_chat_store_channel_ids_of()'s.  NGX_DECLINED: not known;
- * NGX_ERROR: no memory.
+ * NGX_OK: the zone knows "user"; unless "found" is NULL, *found is a
+ * malloc()ed array of *n documents with only their ids (NULL when there
+ * are none), freed like ngx_foko_chat_store_channel_ids_of()'s; unless
+ * "account" is NULL, it gets the id, username, email and version.
+ * NGX_DECLINED: not known; NGX_ERROR: no memory.
  */
 ngx_int_t ngx_foko_chat_users_get(ngx_foko_chat_shm_ctx_t *ctx,
-    u_char *user, ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n);
+    u_char *user, ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n,
+    ngx_foko_chat_user_t *account);
 
-/* keeps what MongoDB said unless a membership changed since "gen" */
+/* keeps what MongoDB said unless a user changed since "gen" */
 ngx_int_t ngx_foko_chat_users_put(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *user, ngx_foko_chat_channel_doc_t *found, ngx_uint_t n,
-    ngx_atomic_uint_t gen);
+    ngx_foko_chat_user_t *account, ngx_atomic_uint_t gen);
 
 /* after a create: "channel" into the ids of "user" if the zone knows it */
 void ngx_foko_chat_users_add(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     u_char *channel);
 
-/* after a join or a leave: "user" is loaded again when next needed */
+/*
+ * after a join, a leave, a password reset or an accepted invitation:
+ * "user" is loaded again when next needed
+ */
 void ngx_foko_chat_users_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *user);
 
 /* after a change that does not say whose: every user is */

@@ -410,7 +410,7 @@ ngx_foko_chat_ws_sweep(ngx_event_t *ev)
         sw->known[i] = ngx_foko_chat_users_get(fmcf->shm_zone->data,
                                                sw->users[i],
                                                &sw->channels[i],
-                                               &sw->nchannels[i])
+                                               &sw->nchannels[i], NULL)
                        == NGX_OK;
     }
 

@@ -134,9 +134,13 @@ typedef struct {
     ngx_uint_t                 nchannels;
     int64_t                   *max_seq;
 
-    /* the channel ids: from the zone (known), or MongoDB's kept there */
+    /*
+     * the channel ids: from the zone (known), or MongoDB's kept there;
+     * the account too, but with Redis (another host may reset a password)
+     */
     ngx_atomic_uint_t          users_gen;
     unsigned                   known:1;
+    unsigned                   account_known:1;
     unsigned                   counted:1;
 } ngx_foko_chat_ws_job_t;
 

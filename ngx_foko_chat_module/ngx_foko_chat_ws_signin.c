@@ -7,6 +7,7 @@
 
 
 #include "ngx_foko_chat_ws_int.h"
+#include "ngx_foko_chat_redis.h"
 
 
 static void ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws);
@@ -132,7 +133,7 @@ ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws)
 }
 
 
-/* the user's channel ids from the zone, if it knows the user */
+/* the user's channel ids and account from the zone, if it knows them */
 
 static void
 ngx_foko_chat_ws_auth_known(ngx_foko_chat_ws_job_t *job)
@@ -145,10 +146,11 @@ ngx_foko_chat_ws_auth_known(ngx_foko_chat_ws_job_t *job)
     job->users_gen = ngx_foko_chat_users_gen(shm);
 
     if (ngx_foko_chat_users_get(shm, job->user, &job->channels,
-                                &job->nchannels)
+                                &job->nchannels, &job->account)
         == NGX_OK)
     {
         job->known = 1;
+        job->account_known = !ngx_foko_chat_redis_on();
     }
 }
 
@@ -166,6 +168,13 @@ ngx_foko_chat_ws_auth_keep(ngx_foko_chat_ws_job_t *job)
 
     job->counted = 1;
 
+    if (job->account_known) {
+        ngx_foko_chat_stat_inc(accounts_zone);
+
+    } else {
+        ngx_foko_chat_stat_inc(accounts_mongo);
+    }
+
     if (job->known) {
         ngx_foko_chat_stat_inc(signins_zone);
         return;
@@ -173,10 +182,15 @@ ngx_foko_chat_ws_auth_keep(ngx_foko_chat_ws_job_t *job)
 
     ngx_foko_chat_stat_inc(signins_mongo);
 
+    if (job->account.invited) {
+        return;
+    }
+
     shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
 
     (void) ngx_foko_chat_users_put(shm, job->user, job->channels,
-                                   job->nchannels, job->users_gen);
+                                   job->nchannels, &job->account,
+                                   job->users_gen);
 }
 
 
@@ -222,13 +236,15 @@ ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
 
     job->rc = NGX_OK;
 
-    ngx_memcpy(job->account.id, job->user, NGX_FOKO_CHAT_OID_SIZE);
+    if (!job->account_known) {
+        ngx_memcpy(job->account.id, job->user, NGX_FOKO_CHAT_OID_SIZE);
 
-    rc = ngx_foko_chat_store_user_by_id(&job->account, job->err);
+        rc = ngx_foko_chat_store_user_by_id(&job->account, job->err);
 
-    if (rc != NGX_OK) {
-        job->rc = rc;
-        return;
+        if (rc != NGX_OK) {
+            job->rc = rc;
+            return;
+        }
     }
 
     if (job->ver >= 0 && job->ver != job->account.ver) {

@@ -124,11 +124,13 @@ is scalar @carol_online, 0,
 
 # --- a reload while sign-ins wait -------------------------------------------
 
-# MongoDB paused: the sign-in on the thread does not end, the rest wait
+# MongoDB paused: the sign-in on the thread does not end, the rest wait;
+# of a user who never signed in, whose account the zone does not hold
+my ($dave) = signup(username => 'dave');
 kill STOP => $db->{pid};
 my @storm;
 for (1 .. 150) {
-    my $c = (ws_handshake(token => $bob))[3] or die "upgrade refused\n";
+    my $c = (ws_handshake(token => $dave))[3] or die "upgrade refused\n";
     push @storm, $c;
 }
 my $w = ws_status();
