@@ -100,7 +100,7 @@ our @Cases = (
     # several hosts (fault_harness(hosts => 2), t/095): an action's
     # argument names the host it acts on
     ['Redis killed and restarted empty', 'redis_kill',
-     'fails 1 run in 3: the other host\'s messages whose events the'
+     'fails 1 run in 4: the other host\'s messages whose events the'
      . ' killed Redis held are holes in this host\'s zone, each given up'
      . ' 30 s after the one before, so its history lags past 40 s; seqs'
      . ' and gap tombstones through Redis are not built yet'],
