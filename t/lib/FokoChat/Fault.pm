@@ -15,9 +15,12 @@ package FokoChat::Fault;
 # name of %Faults stands for its steps, and a list may mix names and
 # steps, so a compound fault is one line. The actions (%Actions):
 # mongo_kill (SIGKILL of FerretDB), mongo_start, mongo_stop (SIGSTOP),
-# mongo_cont (SIGCONT), worker_kill (SIGKILL of the worker with the most
-# subscriber connections), reload (SIGHUP), resize (foko_chat_shm_size
-# changed in the configuration, then SIGHUP), wait (nothing).
+# mongo_cont (SIGCONT), the same four of Redis (redis_kill, redis_start,
+# empty, redis_stop, redis_cont; fault_harness(hosts => 2)), worker_kill
+# (SIGKILL of the worker with the most subscriber connections), reload
+# (SIGHUP), resize (foko_chat_shm_size changed in the configuration, then
+# SIGHUP), wait (nothing). worker_kill, reload and resize act on host A,
+# or on the host their argument names: [0, 'reload', 'B'].
 #
 # The load, all in one Mojo loop:
 # - REST posters: POST .../messages with a client_id of their own, one at
@@ -70,6 +73,8 @@ use FokoChat::Ws qw(wait_until worker_pids wait_workers master_pid);
 our @EXPORT = qw(fault_harness fault_case fault_run fault_done %Faults @Cases);
 
 our %Faults = (
+    redis_kill    => [[0, 'redis_kill'], [3, 'redis_start']],
+    redis_pause   => [[0, 'redis_stop'], [5, 'redis_cont']],
     mongo_kill    => [[0, 'mongo_kill'], [3, 'mongo_start']],
     mongo_pause   => [[0, 'mongo_stop'], [5, 'mongo_cont']],
     worker_kill   => [[0, 'worker_kill']],
@@ -92,6 +97,17 @@ our @Cases = (
      [[0, 'mongo_stop'], [2, 'reload'], [3, 'mongo_cont']]],
     ['MongoDB paused, then a reload with a new zone size',
      [[0, 'mongo_stop'], [2, 'resize'], [3, 'mongo_cont']]],
+    # several hosts (fault_harness(hosts => 2), t/095): an action's
+    # argument names the host it acts on
+    ['Redis killed and restarted empty', 'redis_kill',
+     'fails 1 run in 4: the other host\'s messages whose events the'
+     . ' killed Redis held are holes in this host\'s zone, each given up'
+     . ' 30 s after the one before, so its history lags past 40 s; seqs'
+     . ' and gap tombstones through Redis are not built yet'],
+    ['Redis paused 5 s', 'redis_pause'],
+    ['a worker of host B killed', [[0, 'worker_kill', 'B']]],
+    ['a reload of host B', [[0, 'reload', 'B']]],
+    ['MongoDB paused 5 s under two hosts', 'mongo_pause'],
 );
 
 # log lines at [error] or above that a case may show, by action
@@ -114,20 +130,28 @@ sub say_ { note sprintf '%7.2f %s', time - $_[0]{t0}, $_[1] if $Verbose }
 
 # --- setup -------------------------------------------------------------------
 
-# Options: workers (2), shm (the first zone size, "16m"), posters (REST
-# and WebSocket posters, 2 each), subscribers (4), channels per case (3),
-# gap (seconds between a poster's posts, 0.05), load (seconds of load
-# around the fault: before => 2, after => 3).
+# Options: hosts (1; more share one redis-server of the harness's own:
+# host A in the test's server root, B, C... beside it, each client on
+# one of them in turn), workers (2 per host), shm (the first zone size,
+# "16m"), posters (REST and WebSocket posters, 2 each), subscribers (4),
+# channels per case (3), gap (seconds between a poster's posts, 0.05),
+# load (seconds of load around the fault: before => 2, after => 3).
 sub fault_harness {
     my %o = @_;
     my $h = bless {
         workers => 2, shm => '16m', rest => 2, ws => 2, subs => 4,
-        channels => 3, gap => 0.05, before => 2, after => 3, %o,
-        t0 => time,
+        channels => 3, gap => 0.05, before => 2, after => 3, hosts => 1,
+        %o, t0 => time,
     }, __PACKAGE__;
     ($h->{uri}, $h->{db}) = ferretdb_start();
+    $h->{redis} = redis_start() if $h->{hosts} > 1;
+    $h->{nodes} = [map {
+        my $name = chr(ord('A') + $_);
+        { name => $name, port => $_ ? free_port() : server_port(),
+          root => server_root() . ($_ ? '.' . lc $name : '') }
+    } 0 .. $h->{hosts} - 1];
     $h->{shm_now} = $h->{shm};
-    $h->nginx_up;
+    $h->nginx_up($_) for @{ $h->{nodes} };
     for my $role (qw(rest ws sub)) {
         my $n = $role eq 'sub' ? $h->{subs} : $h->{$role};
         for my $i (1 .. $n) {
@@ -139,18 +163,36 @@ sub fault_harness {
     return $h;
 }
 
+# the host named $name (A when none)
+sub node {
+    my ($h, $name) = @_;
+    my ($n) = grep { $_->{name} eq ($name // 'A') } @{ $h->{nodes} };
+    return $n // die "no host $name\n";
+}
+
+# the http{} lines of a host that shares the harness's Redis
+sub redis_conf {
+    my ($h, $node) = @_;
+    return '' unless $h->{redis};
+    return "    foko_chat_redis_url $h->{redis}{uri};\n"
+        . "    foko_chat_host_id host-" . lc($node->{name}) . ";\n"
+        . "    foko_chat_redis_partitions 4;\n";
+}
+
+# the configuration of $node, written under on_host
 sub conf {
-    my $h = shift;
+    my ($h, $node) = @_;
     write_conf(
         workers => $h->{workers}, master => 1,
         log_level => $ENV{FOKO_LOG_LEVEL} // 'info',
         # FOKO_FAULTS_CORES=DIR: a crashed worker leaves its core there
-        main_config => $ENV{FOKO_FAULTS_CORES}
+        main_config => ($ENV{FOKO_FAULTS_CORES}
             ? "worker_rlimit_core 2g;\nworking_directory $ENV{FOKO_FAULTS_CORES};\n"
-            : '',
+            : '') . ($h->{redis} ? "thread_pool foko_redis threads=2;\n" : ''),
         http_config => foko_http_config(mongo_uri => $h->{uri}, extra =>
             "    foko_chat_shm_size $h->{shm_now};\n"
-            . "    foko_chat_presence_grace 1s;\n"),
+            . "    foko_chat_presence_grace 1s;\n"
+            . $h->redis_conf($node)),
         config => <<'_EOC_');
         location /api/ {
             foko_chat_api;
@@ -167,49 +209,78 @@ _EOC_
 }
 
 sub nginx_up {
-    my $h = shift;
-    setup_servroot();
-    $h->conf;
-    my ($ok, $out) = FokoChat::Nginx::start_nginx();
-    die "nginx did not start: $out\n" unless $ok;
-    wait_workers($h->{workers});
+    my ($h, $node) = @_;
+    on_host($node, sub {
+        setup_servroot();
+        $h->conf($node);
+        my ($ok, $out) = FokoChat::Nginx::start_nginx();
+        die "nginx of host $node->{name} did not start: $out\n" unless $ok;
+        wait_workers($h->{workers});
+        # with Redis: its reader has looked at Redis before a client comes
+        wait_until(sub { $h->redis_state eq 'up' }, 10)
+            or die "host $node->{name} does not reach Redis\n"
+            if $h->{redis};
+    });
+}
+
+sub redis_state {
+    my ($st, $res) = eval { api(GET => '/status', undef, timeout => 5) };
+    return ($st // 0) == 200 ? $res->{redis}{state} // '' : '';
 }
 
 sub fault_done {
     my $h = shift;
-    stop_nginx();
+    on_host($_, sub { stop_nginx() }) for @{ $h->{nodes} };
     kill CONT => $h->{db}{pid} if $h->{db}{pid};
     ferretdb_stop($h->{db});
+    if ($h->{redis}) {
+        kill CONT => $h->{redis}{pid} if $h->{redis}{pid};
+        redis_stop($h->{redis});
+    }
 }
 
 # --- actions -----------------------------------------------------------------
 
+# SIGKILL of a server the harness started (FerretDB, Redis), reaped
+sub kill_server {
+    my $server = shift;
+    kill KILL => $server->{pid};
+    waitpid $server->{pid}, 0;
+    delete $server->{pid};
+}
+
 my %Actions = (
     wait => sub { },
-    mongo_kill => sub {
-        my $h = shift;
-        kill KILL => $h->{db}{pid};
-        waitpid $h->{db}{pid}, 0;
-        delete $h->{db}{pid};
-    },
+    mongo_kill => sub { kill_server($_[0]{db}) },
     mongo_start => sub { ferretdb_start($_[0]{db}); return '' },
     mongo_stop => sub { kill STOP => $_[0]{db}{pid} },
     mongo_cont => sub { kill CONT => $_[0]{db}{pid} },
+    redis_kill => sub { kill_server($_[0]{redis}) },
+    # on the same port, empty: a new run_id
+    redis_start => sub { redis_start($_[0]{redis}); return '' },
+    redis_stop => sub { kill STOP => $_[0]{redis}{pid} },
+    redis_cont => sub { kill CONT => $_[0]{redis}{pid} },
     worker_kill => sub {
-        my $h = shift;
-        my $pid = $h->busiest_worker(worker_pids())
+        my ($h, $host) = @_;
+        my $pid = on_host($h->node($host),
+                          sub { $h->busiest_worker(worker_pids()) })
             or die "no worker to kill\n";
         push @{ $h->{killed} }, $pid;
         kill KILL => $pid;
         return "worker $pid";
     },
-    reload => sub { kill HUP => master_pid(); return '' },
+    reload => sub {
+        kill HUP => on_host($_[0]->node($_[1]), \&master_pid);
+        return '';
+    },
     resize => sub {
-        my $h = shift;
+        my ($h, $host) = @_;
         my ($n) = $h->{shm_now} =~ /^(\d+)m$/;
         $h->{shm_now} = ($n + 1) . 'm';
-        $h->conf;
-        kill HUP => master_pid();
+        on_host($h->node($host), sub {
+            $h->conf($h->node($host));
+            kill HUP => master_pid();
+        });
         return "foko_chat_shm_size $h->{shm_now}";
     },
 );
@@ -320,7 +391,7 @@ sub poster_send {
 
 sub rest_send {
     my ($h, $p, $post) = @_;
-    my $url = "http://127.0.0.1:" . server_port()
+    my $url = "http://127.0.0.1:$p->{host}{port}"
         . "/api/channels/$post->{channel}/messages";
     $p->{ua}->post($url => { Authorization => "Bearer $p->{user}{token}" }
         => json => { text => $post->{text}, client_id => $post->{client_id} }
@@ -370,7 +441,7 @@ sub ws_connect {
     my %headers = $frame ? ()
         : (Authorization => "Bearer $who->{user}{token}");
     $who->{conn} = $c;
-    my $url = 'ws://127.0.0.1:' . server_port() . '/ws';
+    my $url = "ws://127.0.0.1:$who->{host}{port}/ws";
     $who->{ua} //= Mojo::UserAgent->new(inactivity_timeout => 0,
         connect_timeout => 3, request_timeout => 0);
     my $retry = sub {
@@ -470,9 +541,14 @@ sub start_subscriber {
 
 # --- history -----------------------------------------------------------------
 
-# Every message of a channel, paged from the oldest: a list, or undef if a
-# page failed.
+# Every message of a channel on host $node, paged from the oldest: a list,
+# or undef if a page failed.
 sub history {
+    my ($h, $cid, $node) = @_;
+    return on_host($node, sub { $h->history_here($cid) });
+}
+
+sub history_here {
     my ($h, $cid) = @_;
     my ($after, @all) = (0);
     my $token = $h->{users}{sub}[0]{token};
@@ -490,6 +566,13 @@ sub history {
 }
 
 # --- a case ------------------------------------------------------------------
+
+# what tells two histories apart: seqs, ids, texts, tombstones
+sub history_key {
+    return join ';', map {
+        join ',', $_->{seq}, $_->{id}, $_->{deleted} ? 'x' : $_->{text}
+    } @{ $_[0] || [] };
+}
 
 sub log_offset { -s (server_root() . '/logs/error.log') // 0 }
 
@@ -520,7 +603,9 @@ sub fault_case {
     my $tag = sprintf 'c%d', ++$h->{ncase};
     @{$h}{qw(case_tag posts stopping last_ack killed)}
         = ($tag, [], 0, undef, []);
-    my $log_off = log_offset();
+    my %log_off = map { $_->{name} => on_host($_, \&log_offset) }
+        @{ $h->{nodes} };
+    my @nodes = @{ $h->{nodes} };
     my $t_case = time;
     $h->{cids} = [$h->channel_ids($tag)];
 
@@ -533,9 +618,13 @@ sub fault_case {
         (map { { kind => 'ws', user => $_, n => 0, refs => {} } }
              @{ $h->{users}{ws} }),
     );
-    $posters[$_]{offset} = $_ for 0 .. $#posters;
+    for my $i (0 .. $#posters) {
+        $posters[$i]{offset} = $i;
+        $posters[$i]{host} = $nodes[$i % @nodes];
+    }
     my @subs = map { { user => $_, seqs => {}, resumes => 0 } }
         @{ $h->{users}{sub} };
+    $subs[$_]{host} = $nodes[$_ % @nodes] for 0 .. $#subs;
     $h->{subs} = \@subs;
     $h->start_subscriber($_) for @subs;
     wait_until(sub { !grep { !($_->{conn} && $_->{conn}{ready}) } @subs }, 15)
@@ -573,18 +662,28 @@ sub fault_case {
         $last{ $_->{channel} } = max($last{ $_->{channel} } // 0, $_->{acked});
     }
 
-    # history reaches the newest acknowledged message
-    my (%hist, $t_hist);
+    # history reaches the newest acknowledged message, on every host
+    my (%on, $t_hist);
     my $caught_up = wait_until(sub {
-        for my $cid (@{ $h->{cids} }) {
-            $hist{$cid} = $h->history($cid) or return 0;
+        for my $node (@nodes) {
+            for my $cid (@{ $h->{cids} }) {
+                $on{ $node->{name} }{$cid} = $h->history($cid, $node)
+                    or return 0;
+            }
         }
-        return 0 if grep {
-            max(0, map { $_->{seq} } @{ $hist{$_} }) < ($last{$_} // 0)
-        } @{ $h->{cids} };
+        return 0 if grep { my $hist = $_; grep {
+            max(0, map { $_->{seq} } @{ $hist->{$_} }) < ($last{$_} // 0)
+        } @{ $h->{cids} } } values %on;
         $t_hist = time;
     }, 40);
     my $hist_wait = ($t_hist // time) - $t_acked;
+    my %hist = %{ $on{A} || {} };
+    my @differ = grep {
+        my $name = $_;
+        grep {
+            history_key($on{$name}{$_}) ne history_key($hist{$_})
+        } @{ $h->{cids} }
+    } map { $_->{name} } @nodes[1 .. $#nodes];
 
     # every subscriber gets all of it
     my %want;    # channel => [seqs of messages that are not tombstones]
@@ -648,6 +747,7 @@ sub fault_case {
     is "@bad_err", '', "$label no post whose final answer was an error"
         . ' is stored';
     is "@holes", '', "$label seqs run 1..N with no gap";
+    is "@differ", '', "$label every host's history is host A's" if @nodes > 1;
 
     my (@dups, @order, @missing);
     my ($ndup, $nmiss) = (0, 0);
@@ -680,7 +780,11 @@ sub fault_case {
     my %killed = map { $_ => 1 } @{ $h->{killed} };
     my @allowed = map { @{ $Expected{$_} || [] } } @done;
     my (@crashes, @problems);
-    for my $line (log_since($log_off)) {
+    for my $line (map {
+        my $node = $_;
+        map { "$node->{name}: $_" }
+            on_host($node, sub { log_since($log_off{ $node->{name} }) })
+    } @nodes) {
         if (my ($pid, $sig) = $line =~ /process (\d+) exited on signal (\d+)/) {
             push @crashes, $line unless $sig == 9 && $killed{$pid};
             next;

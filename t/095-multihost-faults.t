@@ -1,0 +1,27 @@
+# The fault matrix on two hosts (t/lib/FokoChat/Fault.pm): two nginx,
+# each its own zone, on one FerretDB and one redis-server; REST and
+# WebSocket posters retrying with their client_id on both hosts, and
+# subscribers resuming on both hosts in the same channels. Faults: Redis
+# killed and restarted empty, Redis paused 5 s, a worker of host B killed,
+# a reload of host B, MongoDB paused 5 s. After each: every acknowledged
+# post stored once under its seq, seqs 1..N with no gap, every subscriber
+# of either host got every message once and in seq order, history on
+# both hosts reaches the newest message and is the same, no worker
+# crashed, nothing unexpected in either host's error log.
+
+use strict;
+use warnings;
+
+use Test::More;
+
+use FokoChat::Fault;
+
+system('command -v redis-server >/dev/null') == 0
+    or plan skip_all => 'redis-server is not installed';
+
+my $h = fault_harness(hosts => 2);
+fault_run($h, $_) for 'Redis killed and restarted empty', 'Redis paused 5 s',
+    'a worker of host B killed', 'a reload of host B',
+    'MongoDB paused 5 s under two hosts';
+fault_done($h);
+done_testing();
