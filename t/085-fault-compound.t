@@ -12,9 +12,8 @@ use Test::More;
 use FokoChat::Fault;
 
 my $h = fault_harness();
-# a named loop variable: the case code reads logs into $_
-for my $case (grep { ref $_->[1] } @Cases) {
-    fault_run($h, $case->[0]);
-}
+fault_run($h, $_) for 'MongoDB paused, then a worker killed',
+    'MongoDB paused, then a reload',
+    'MongoDB paused, then a reload with a new zone size';
 fault_done($h);
 done_testing();
