@@ -145,8 +145,8 @@ ngx_foko_chat_api_handler(ngx_http_request_t *r)
         return ngx_foko_chat_json_send_not_allowed(r, allowed);
     }
 
-    return ngx_foko_chat_json_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                         "no such API endpoint");
+    return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_NO_ENDPOINT, NULL,
+                                       NULL);
 }
 
 
@@ -163,10 +163,8 @@ ngx_foko_chat_api_route(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
             return rc;
         }
 
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_UNAUTHORIZED,
-                                             "invalid_token",
-                                             "a valid access token is "
-                                             "required");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_NO_TOKEN, NULL,
+                                           NULL);
     }
 
     if (!(ctx->route->flags & NGX_FOKO_CHAT_ROUTE_BODY)) {
@@ -184,10 +182,8 @@ ngx_foko_chat_api_route(ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx)
             return rc;
         }
 
-        return ngx_foko_chat_json_send_error(r,
-                                             NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                             "too_large",
-                                             "the request body is too large");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_BODY_TOO_LARGE,
+                                           NULL, NULL);
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_foko_chat_api_body_handler);
@@ -247,10 +243,8 @@ ngx_foko_chat_api_parse_body(ngx_http_request_t *r,
     }
 
     if (len > NGX_FOKO_CHAT_API_MAX_BODY) {
-        return ngx_foko_chat_json_send_error(r,
-                                             NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                             "too_large",
-                                             "the request body is too large");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_BODY_TOO_LARGE,
+                                           NULL, NULL);
     }
 
     p = ngx_pnalloc(r->pool, len + 1);
@@ -430,21 +424,23 @@ ngx_foko_chat_api_health_done(ngx_foko_chat_task_t *task)
 static ngx_int_t
 ngx_foko_chat_api_health_send(ngx_http_request_t *r, ngx_int_t rc)
 {
-    json_t  *body;
+    json_t      *body, *error;
+    ngx_uint_t   status;
 
     if (rc == NGX_OK) {
         body = json_pack("{s:s,s:s}", "status", "ok", "mongo", "up");
         return ngx_foko_chat_json_send(r, NGX_HTTP_OK, body);
     }
 
-    body = ngx_foko_chat_json_error("storage_unavailable",
-                                    "the database is unreachable");
-    if (body == NULL || json_object_set_new(body, "mongo",
-                                            json_string("down")) != 0)
-    {
-        json_decref(body);
+    /* the error of the table, and the state of MongoDB beside it */
+
+    error = ngx_foko_chat_error_object(NGX_FOKO_CHAT_E_STORAGE, NULL, NULL);
+    if (error == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_foko_chat_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE, body);
+    body = json_pack("{s:o,s:s}", "error", error, "mongo", "down");
+    status = ngx_foko_chat_errors[NGX_FOKO_CHAT_E_STORAGE].status;
+
+    return ngx_foko_chat_json_send(r, status, body);
 }

@@ -145,6 +145,28 @@ const ngx_foko_chat_error_t  ngx_foko_chat_errors[] = {
     { 422, "client_id_reused",
       "this client_id is taken by a message in another channel" },
 
+    { NGX_HTTP_NOT_FOUND, "not_found", "no such API endpoint" },
+    { NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "method not allowed here" },
+    { NGX_HTTP_UNAUTHORIZED, "invalid_token",
+      "a valid access token is required" },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
+      "the request body is too large" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "format must be \"json\" or \"prometheus\"" },
+
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "a WebSocket upgrade needs HTTP/1.1" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request", "not a WebSocket upgrade" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "Sec-WebSocket-Version is missing" },
+    { 426, "invalid_request", "only WebSocket version 13 is spoken here" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request",
+      "Sec-WebSocket-Key is missing or malformed" },
+    { NGX_HTTP_FORBIDDEN, "forbidden", "this origin may not connect" },
+    { NGX_HTTP_BAD_REQUEST, "invalid_request", "an upgrade has no body" },
+
+    { NGX_HTTP_BAD_REQUEST, "invalid_request", NULL },
+
     { NGX_HTTP_OK, "", "" }
 };
 
@@ -153,6 +175,7 @@ json_t *
 ngx_foko_chat_error_object(ngx_foko_chat_err_e e, const char *field,
     const char *problem)
 {
+    const char                   *message;
     const ngx_foko_chat_error_t  *err;
 
     err = &ngx_foko_chat_errors[e];
@@ -162,15 +185,23 @@ ngx_foko_chat_error_object(ngx_foko_chat_err_e e, const char *field,
                          "message", field, " ", problem, "field", field);
     }
 
-    /* a conflict names the field it is about, but has no problem text */
+    message = err->message ? err->message : problem;
 
-    if (field && problem == NULL) {
-        return json_pack("{s:s,s:s,s:s}", "code", err->code,
-                         "message", err->message, "field", field);
+    if (message == NULL) {
+        message = ngx_foko_chat_errors[NGX_FOKO_CHAT_E_INVALID].message;
     }
 
-    return json_pack("{s:s,s:s}", "code", err->code,
-                     "message", err->message);
+    /*
+     * a conflict names the field it is about, but has no problem text;
+     * a command's problem is about its field
+     */
+
+    if (field && (problem == NULL || err->message == NULL)) {
+        return json_pack("{s:s,s:s,s:s}", "code", err->code,
+                         "message", message, "field", field);
+    }
+
+    return json_pack("{s:s,s:s}", "code", err->code, "message", message);
 }
 
 
@@ -187,23 +218,6 @@ ngx_foko_chat_json_send_err(ngx_http_request_t *r, ngx_foko_chat_err_e e,
 
     return ngx_foko_chat_json_send(r, ngx_foko_chat_errors[e].status,
                                    json_pack("{s:o}", "error", error));
-}
-
-
-json_t *
-ngx_foko_chat_json_error(const char *code, const char *message)
-{
-    return json_pack("{s:{s:s,s:s}}", "error", "code", code,
-                     "message", message);
-}
-
-
-ngx_int_t
-ngx_foko_chat_json_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *code, const char *message)
-{
-    return ngx_foko_chat_json_send(r, status,
-                                   ngx_foko_chat_json_error(code, message));
 }
 
 
@@ -253,9 +267,8 @@ ngx_foko_chat_json_send_not_allowed(ngx_http_request_t *r, ngx_uint_t methods)
 
     h->value.len = p - h->value.data;
 
-    return ngx_foko_chat_json_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                         "method_not_allowed",
-                                         "method not allowed here");
+    return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_NOT_ALLOWED, NULL,
+                                       NULL);
 }
 
 
@@ -263,14 +276,8 @@ ngx_int_t
 ngx_foko_chat_json_send_invalid(ngx_http_request_t *r, const char *field,
     const char *problem)
 {
-    json_t  *body;
-
-    body = json_pack("{s:{s:s,s:s++,s:s}}", "error",
-                     "code", "invalid_request",
-                     "message", field, " ", problem,
-                     "field", field);
-
-    return ngx_foko_chat_json_send(r, NGX_HTTP_BAD_REQUEST, body);
+    return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_INVALID, field,
+                                       problem);
 }
 
 
@@ -445,12 +452,10 @@ ngx_foko_chat_json_send_unavailable(ngx_http_request_t *r, u_char *err)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "foko chat: %s", err);
 
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             "storage_unavailable",
-                                             "the database is unreachable");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_STORAGE, NULL,
+                                           NULL);
     }
 
-    return ngx_foko_chat_json_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                         "overloaded",
-                                         "the server is too busy");
+    return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_OVERLOADED, NULL,
+                                       NULL);
 }

@@ -17,9 +17,6 @@ ngx_int_t ngx_foko_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body);
 ngx_int_t ngx_foko_chat_json_send_text(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *prefix, ngx_str_t *text, ngx_str_t *suffix);
-json_t *ngx_foko_chat_json_error(const char *code, const char *message);
-ngx_int_t ngx_foko_chat_json_send_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *code, const char *message);
 ngx_int_t ngx_foko_chat_json_send_not_allowed(ngx_http_request_t *r,
     ngx_uint_t methods);
 ngx_int_t ngx_foko_chat_json_send_invalid(ngx_http_request_t *r,
@@ -68,6 +65,25 @@ typedef enum {
     /* messages, again */
     NGX_FOKO_CHAT_E_CLIENT_ID_REUSED, /* 422: the client_id is elsewhere */
 
+    /* the REST router and the status page */
+    NGX_FOKO_CHAT_E_NO_ENDPOINT,
+    NGX_FOKO_CHAT_E_NOT_ALLOWED,
+    NGX_FOKO_CHAT_E_NO_TOKEN,
+    NGX_FOKO_CHAT_E_BODY_TOO_LARGE,
+    NGX_FOKO_CHAT_E_STATUS_FORMAT,
+
+    /* the WebSocket upgrade */
+    NGX_FOKO_CHAT_E_WS_HTTP11,
+    NGX_FOKO_CHAT_E_WS_NOT_UPGRADE,
+    NGX_FOKO_CHAT_E_WS_NO_VERSION,
+    NGX_FOKO_CHAT_E_WS_VERSION,      /* 426 */
+    NGX_FOKO_CHAT_E_WS_KEY,
+    NGX_FOKO_CHAT_E_WS_ORIGIN,       /* 403 */
+    NGX_FOKO_CHAT_E_WS_BODY,
+
+    /* a WebSocket command: the problem alone is the message */
+    NGX_FOKO_CHAT_E_COMMAND,
+
     NGX_FOKO_CHAT_E_NONE             /* not an error */
 } ngx_foko_chat_err_e;
 
@@ -84,7 +100,8 @@ extern const ngx_foko_chat_error_t  ngx_foko_chat_errors[];
 
 /*
  * {code, message, field?}: "field" and "problem" for E_INVALID; "field"
- * alone for a conflict about one field (E_USERNAME_TAKEN)
+ * alone for a conflict about one field (E_USERNAME_TAKEN); an entry
+ * without a message (E_COMMAND) takes the problem as its message.
  */
 json_t *ngx_foko_chat_error_object(ngx_foko_chat_err_e e, const char *field,
     const char *problem);

@@ -176,10 +176,8 @@ ngx_foko_chat_status_send(ngx_http_request_t *r, ngx_uint_t prometheus)
         return ngx_foko_chat_status_prometheus(r);
 
     default:
-        return ngx_foko_chat_json_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                             "invalid_request",
-                                             "format must be \"json\" or "
-                                             "\"prometheus\"");
+        return ngx_foko_chat_json_send_err(r, NGX_FOKO_CHAT_E_STATUS_FORMAT,
+                                           NULL, NULL);
     }
 }
 

@@ -600,8 +600,8 @@ ngx_foko_chat_ws_message(ngx_foko_chat_ws_t *ws, u_char *data, size_t len)
             return;
         }
 
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd.ref, "invalid_request",
-                               cmd.problem, cmd.field);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd.ref, NGX_FOKO_CHAT_E_COMMAND,
+                               cmd.field, cmd.problem);
         ngx_foko_chat_cmd_free(&cmd);
         return;
     }
@@ -645,8 +645,8 @@ ngx_foko_chat_ws_message(ngx_foko_chat_ws_t *ws, u_char *data, size_t len)
         break;
 
     default: /* NGX_FOKO_CHAT_CMD_AUTH */
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd.ref, "invalid_request",
-                               "authenticated already", "type");
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd.ref, NGX_FOKO_CHAT_E_COMMAND,
+                               "type", "authenticated already");
     }
 
     ngx_foko_chat_cmd_free(&cmd);

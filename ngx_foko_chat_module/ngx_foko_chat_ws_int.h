@@ -325,7 +325,7 @@ ngx_int_t ngx_foko_chat_ws_append(ngx_foko_chat_ws_t *ws,
 void ngx_foko_chat_ws_queue_json(ngx_foko_chat_ws_t *ws,
     json_t *event);
 void ngx_foko_chat_ws_error(ngx_foko_chat_ws_t *ws, u_char *ref,
-    const char *code, const char *message, const char *field);
+    ngx_foko_chat_err_e e, const char *field, const char *problem);
 void ngx_foko_chat_ws_flush_all(ngx_event_t *ev);
 ngx_int_t ngx_foko_chat_ws_flush(ngx_foko_chat_ws_t *ws);
 

@@ -202,21 +202,25 @@ ngx_foko_chat_ws_queue_json(ngx_foko_chat_ws_t *ws, json_t *event)
 }
 
 
+/* an error of the table as the WebSocket renders it: {type, ref?, ...} */
+
 void
-ngx_foko_chat_ws_error(ngx_foko_chat_ws_t *ws, u_char *ref, const char *code,
-    const char *message, const char *field)
+ngx_foko_chat_ws_error(ngx_foko_chat_ws_t *ws, u_char *ref,
+    ngx_foko_chat_err_e e, const char *field, const char *problem)
 {
     json_t  *event;
 
-    event = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code,
-                      "message", message);
+    event = ngx_foko_chat_error_object(e, field, problem);
 
-    if (event && ref && ref[0]) {
-        (void) json_object_set_new(event, "ref", json_string((char *) ref));
-    }
-
-    if (event && field) {
-        (void) json_object_set_new(event, "field", json_string(field));
+    if (event
+        && (json_object_set_new(event, "type", json_string("error")) != 0
+            || (ref && ref[0]
+                && json_object_set_new(event, "ref",
+                                       json_string((char *) ref))
+                   != 0)))
+    {
+        json_decref(event);
+        event = NULL;
     }
 
     ngx_foko_chat_ws_queue_json(ws, event);

@@ -13,8 +13,6 @@ static void ngx_foko_chat_ws_sent(void *data, ngx_foko_chat_answer_t *a);
 static void ngx_foko_chat_ws_marked(void *data, ngx_foko_chat_answer_t *a);
 static ngx_foko_chat_ws_op_t *ngx_foko_chat_ws_op(ngx_foko_chat_ws_t *ws,
     u_char *ref);
-static void ngx_foko_chat_ws_answer_error(ngx_foko_chat_ws_t *ws,
-    u_char *ref, ngx_foko_chat_answer_t *a);
 static ngx_int_t ngx_foko_chat_ws_resume_sub(ngx_foko_chat_ws_t *ws,
     ngx_foko_chat_ws_sub_t *sub, int64_t after);
 static void ngx_foko_chat_ws_resume_begin(ngx_foko_chat_ws_sub_t *sub,
@@ -39,15 +37,15 @@ ngx_foko_chat_ws_send(ngx_foko_chat_ws_t *ws, ngx_foko_chat_cmd_t *cmd)
     ngx_foko_chat_ws_post_t  *p;
 
     if (ws->nposts >= NGX_FOKO_CHAT_WS_POSTS) {
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "overloaded",
-                               "too many messages wait for their ack", NULL);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, NGX_FOKO_CHAT_E_ACKS,
+                               NULL, NULL);
         return;
     }
 
     p = ngx_calloc(sizeof(ngx_foko_chat_ws_post_t), ws->connection->log);
     if (p == NULL) {
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "overloaded",
-                               "the server is out of memory", NULL);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                               NGX_FOKO_CHAT_E_NO_MEMORY, NULL, NULL);
         return;
     }
 
@@ -71,8 +69,8 @@ ngx_foko_chat_ws_send(ngx_foko_chat_ws_t *ws, ngx_foko_chat_cmd_t *cmd)
         ngx_queue_remove(&p->link);
         ws->nposts--;
         ngx_free(p);
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "overloaded",
-                               "the server is out of memory", NULL);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                               NGX_FOKO_CHAT_E_NO_MEMORY, NULL, NULL);
     }
 }
 
@@ -91,7 +89,7 @@ ngx_foko_chat_ws_sent(void *data, ngx_foko_chat_answer_t *a)
     ws->nposts--;
 
     if (a->error != NGX_FOKO_CHAT_E_NONE) {
-        ngx_foko_chat_ws_answer_error(ws, p->ref, a);
+        ngx_foko_chat_ws_error(ws, p->ref, a->error, a->field, a->problem);
         ngx_free(p);
         return;
     }
@@ -113,8 +111,8 @@ ngx_foko_chat_ws_typing(ngx_foko_chat_ws_t *ws, ngx_foko_chat_cmd_t *cmd)
     sub = ngx_foko_chat_ws_sub_find(ws, (u_char *) cmd->channel);
 
     if (sub == NULL) {
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "not_found",
-                               "no such channel", NULL);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                               NGX_FOKO_CHAT_E_NO_CHANNEL, NULL, NULL);
         return;
     }
 
@@ -139,8 +137,8 @@ ngx_foko_chat_ws_mark_read(ngx_foko_chat_ws_t *ws, ngx_foko_chat_cmd_t *cmd)
     ngx_foko_chat_ws_op_t  *o;
 
     if (ws->njobs + ws->nops >= NGX_FOKO_CHAT_WS_TASKS) {
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "overloaded",
-                               "the server is too busy", NULL);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                               NGX_FOKO_CHAT_E_OVERLOADED, NULL, NULL);
         return;
     }
 
@@ -165,8 +163,8 @@ ngx_foko_chat_ws_mark_read(ngx_foko_chat_ws_t *ws, ngx_foko_chat_cmd_t *cmd)
 
     } else if (rc == NGX_ERROR) {
         ngx_foko_chat_ws_op_free(o);
-        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "overloaded",
-                               "the server is out of memory", NULL);
+        ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                               NGX_FOKO_CHAT_E_NO_MEMORY, NULL, NULL);
     }
 }
 
@@ -185,7 +183,7 @@ ngx_foko_chat_ws_marked(void *data, ngx_foko_chat_answer_t *a)
     at_once = o->at_once;
 
     if (a->error != NGX_FOKO_CHAT_E_NONE) {
-        ngx_foko_chat_ws_answer_error(ws, o->ref, a);
+        ngx_foko_chat_ws_error(ws, o->ref, a->error, a->field, a->problem);
     }
 
     ngx_foko_chat_ws_op_free(o);
@@ -203,8 +201,7 @@ ngx_foko_chat_ws_op(ngx_foko_chat_ws_t *ws, u_char *ref)
 
     o = ngx_calloc(sizeof(ngx_foko_chat_ws_op_t), ws->connection->log);
     if (o == NULL) {
-        ngx_foko_chat_ws_error(ws, ref, "overloaded",
-                               "the server is out of memory", NULL);
+        ngx_foko_chat_ws_error(ws, ref, NGX_FOKO_CHAT_E_NO_MEMORY, NULL, NULL);
         return NULL;
     }
 
@@ -234,29 +231,6 @@ ngx_foko_chat_ws_op_free(ngx_foko_chat_ws_op_t *o)
 }
 
 
-static void
-ngx_foko_chat_ws_answer_error(ngx_foko_chat_ws_t *ws, u_char *ref,
-    ngx_foko_chat_answer_t *a)
-{
-    json_t  *event;
-
-    event = ngx_foko_chat_error_object(a->error, a->field, a->problem);
-
-    if (event
-        && (json_object_set_new(event, "type", json_string("error")) != 0
-            || (ref && ref[0]
-                && json_object_set_new(event, "ref",
-                                       json_string((char *) ref))
-                   != 0)))
-    {
-        json_decref(event);
-        event = NULL;
-    }
-
-    ngx_foko_chat_ws_queue_json(ws, event);
-}
-
-
 /*
  * resume: every message after the client's last seen seq that the
  * connection has not sent, in order, from the ring or from MongoDB, page
@@ -281,16 +255,17 @@ ngx_foko_chat_ws_resume(ngx_foko_chat_ws_t *ws, ngx_foko_chat_cmd_t *cmd)
         sub = ngx_foko_chat_ws_sub_find(ws, (u_char *) cmd->channels[i].id);
 
         if (sub == NULL) {
-            ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "not_found",
-                                   "no such channel", "channels");
+            ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                                   NGX_FOKO_CHAT_E_NO_CHANNEL, "channels",
+                                   NULL);
             continue;
         }
 
         if (ngx_foko_chat_ws_resume_sub(ws, sub, cmd->channels[i].seq)
             != NGX_OK)
         {
-            ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref, "overloaded",
-                                   "the server is out of memory", NULL);
+            ngx_foko_chat_ws_error(ws, (u_char *) cmd->ref,
+                                   NGX_FOKO_CHAT_E_NO_MEMORY, NULL, NULL);
             break;
         }
     }

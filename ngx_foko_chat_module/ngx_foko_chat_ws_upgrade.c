@@ -9,7 +9,7 @@
 
 
 static ngx_int_t ngx_foko_chat_ws_refuse(ngx_http_request_t *r,
-    ngx_uint_t status, const char *message);
+    ngx_foko_chat_err_e e);
 static ngx_table_elt_t *ngx_foko_chat_ws_header_in(ngx_http_request_t *r,
     const char *name);
 static ngx_int_t ngx_foko_chat_ws_origin_ok(ngx_http_request_t *r,
@@ -42,9 +42,7 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
     }
 
     if (r != r->main || r->http_version != NGX_HTTP_VERSION_11) {
-        return ngx_foko_chat_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                       "a WebSocket upgrade needs "
-                                       "HTTP/1.1");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_HTTP11);
     }
 
     h = r->headers_in.upgrade;
@@ -60,15 +58,13 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
                             conn->value.data + conn->value.len,
                             (u_char *) "upgrade", 7 - 1) == NULL)
     {
-        return ngx_foko_chat_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                       "not a WebSocket upgrade");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_NOT_UPGRADE);
     }
 
     version = ngx_foko_chat_ws_header_in(r, "Sec-WebSocket-Version");
 
     if (version == NULL) {
-        return ngx_foko_chat_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                       "Sec-WebSocket-Version is missing");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_NO_VERSION);
     }
 
     if (version->value.len != 2
@@ -83,9 +79,7 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
         ngx_str_set(&h->key, "Sec-WebSocket-Version");
         ngx_str_set(&h->value, "13");
 
-        return ngx_foko_chat_ws_refuse(r, 426,
-                                       "only WebSocket version 13 is "
-                                       "spoken here");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_VERSION);
     }
 
     key = ngx_foko_chat_ws_header_in(r, "Sec-WebSocket-Key");
@@ -94,21 +88,17 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
         || ngx_foko_chat_ws_key_valid(key->value.data, key->value.len)
            != NGX_OK)
     {
-        return ngx_foko_chat_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                       "Sec-WebSocket-Key is missing or "
-                                       "malformed");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_KEY);
     }
 
     if (ngx_foko_chat_ws_origin_ok(r, ngx_foko_chat_ws_header_in(r, "Origin"))
         != NGX_OK)
     {
-        return ngx_foko_chat_ws_refuse(r, NGX_HTTP_FORBIDDEN,
-                                       "this origin may not connect");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_ORIGIN);
     }
 
     if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
-        return ngx_foko_chat_ws_refuse(r, NGX_HTTP_BAD_REQUEST,
-                                       "an upgrade has no body");
+        return ngx_foko_chat_ws_refuse(r, NGX_FOKO_CHAT_E_WS_BODY);
     }
 
     fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
@@ -217,16 +207,13 @@ ngx_foko_chat_ws_handler(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_foko_chat_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
-    const char *message)
+ngx_foko_chat_ws_refuse(ngx_http_request_t *r, ngx_foko_chat_err_e e)
 {
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "foko chat: WebSocket upgrade refused: %s", message);
+                  "foko chat: WebSocket upgrade refused: %s",
+                  ngx_foko_chat_errors[e].message);
 
-    return ngx_foko_chat_json_send_error(r, status,
-                                         status == NGX_HTTP_FORBIDDEN
-                                         ? "forbidden" : "invalid_request",
-                                         message);
+    return ngx_foko_chat_json_send_err(r, e, NULL, NULL);
 }
 
 
