@@ -33,7 +33,7 @@
 
 
 static ngx_int_t ngx_foko_chat_hash_done(ngx_foko_chat_task_t *task);
-static void ngx_foko_chat_hash_next(void);
+static ngx_int_t ngx_foko_chat_hash_start(ngx_queue_t *q);
 static ngx_int_t ngx_foko_chat_hash_raw(ngx_foko_chat_hash_conf_t *hcf,
     ngx_str_t *password, ngx_str_t *salt, ngx_str_t *out);
 static int ngx_foko_chat_hash_map(uint8_t **memory, size_t size);
@@ -45,9 +45,8 @@ static ngx_int_t ngx_foko_chat_hash_unbase64(u_char *p, u_char *last,
     ngx_str_t *dst);
 
 
-static ngx_uint_t   ngx_foko_chat_hash_active;
-static ngx_uint_t   ngx_foko_chat_hash_waiting;
-static ngx_queue_t  ngx_foko_chat_hash_queue;
+/* "concurrency" hashes of a worker at once, then a bounded queue */
+static ngx_foko_chat_lane_t  ngx_foko_chat_hash_lane;
 
 
 /* foko_chat_password_hash argon2id [t=N] [m=SIZE] [p=N] [concurrency=N] */
@@ -171,12 +170,17 @@ ngx_foko_chat_hash_init_conf(ngx_foko_chat_hash_conf_t *hcf)
 ngx_int_t
 ngx_foko_chat_hash_post(ngx_foko_chat_task_t *task, ngx_http_request_t *r)
 {
+    ngx_int_t                   rc;
+    ngx_foko_chat_lane_t       *lane;
     ngx_foko_chat_main_conf_t  *fmcf;
 
     fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
+    lane = &ngx_foko_chat_hash_lane;
 
-    if (ngx_foko_chat_hash_queue.next == NULL) {
-        ngx_queue_init(&ngx_foko_chat_hash_queue);
+    if (lane->start == NULL) {
+        ngx_foko_chat_lane_init(lane, fmcf->hash.concurrency,
+                                NGX_FOKO_CHAT_HASH_QUEUE_MAX,
+                                ngx_foko_chat_hash_start);
     }
 
     /* the task's own "done" runs after the slot is given back */
@@ -184,35 +188,34 @@ ngx_foko_chat_hash_post(ngx_foko_chat_task_t *task, ngx_http_request_t *r)
     task->saved_done = task->done;
     task->done = ngx_foko_chat_hash_done;
 
-    if (ngx_foko_chat_hash_active < fmcf->hash.concurrency) {
+    rc = ngx_foko_chat_lane_enter(lane, &task->queue);
+
+    if (rc == NGX_OK) {
 
         if (ngx_foko_chat_task_post_request(task, fmcf->hash_pool.pool, r)
             != NGX_OK)
         {
+            ngx_foko_chat_lane_leave(lane);
             task->done = task->saved_done;
             return NGX_ERROR;
         }
 
-        ngx_foko_chat_hash_active++;
-
         return NGX_OK;
     }
 
-    if (ngx_foko_chat_hash_waiting >= NGX_FOKO_CHAT_HASH_QUEUE_MAX) {
+    if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "foko chat: %ui password hashes are waiting already",
-                      ngx_foko_chat_hash_waiting);
+                      lane->waiting);
         task->done = task->saved_done;
         return NGX_ERROR;
     }
 
     if (task->request != r && ngx_foko_chat_task_attach(task, r) != NGX_OK) {
+        ngx_foko_chat_lane_cancel(lane, &task->queue);
         task->done = task->saved_done;
         return NGX_ERROR;
     }
-
-    ngx_queue_insert_tail(&ngx_foko_chat_hash_queue, &task->queue);
-    ngx_foko_chat_hash_waiting++;
 
     /* queued, as good as posted: see ngx_foko_chat_task_event_handler() */
     task->again = 1;
@@ -226,57 +229,33 @@ ngx_foko_chat_hash_done(ngx_foko_chat_task_t *task)
 {
     task->done = task->saved_done;
 
-    ngx_foko_chat_hash_active--;
-    ngx_foko_chat_hash_next();
+    ngx_foko_chat_lane_leave(&ngx_foko_chat_hash_lane);
 
     return task->done(task);
 }
 
 
-static void
-ngx_foko_chat_hash_next(void)
+/* a queued hash's turn: it runs, or completes as failed at once */
+
+static ngx_int_t
+ngx_foko_chat_hash_start(ngx_queue_t *q)
 {
-    ngx_queue_t                *q, failed;
     ngx_foko_chat_task_t       *task;
     ngx_foko_chat_main_conf_t  *fmcf;
 
     fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_foko_chat_module);
 
-    ngx_queue_init(&failed);
+    task = ngx_queue_data(q, ngx_foko_chat_task_t, queue);
 
-    while (!ngx_queue_empty(&ngx_foko_chat_hash_queue)
-           && ngx_foko_chat_hash_active < fmcf->hash.concurrency)
+    if (task->request == NULL
+        || ngx_foko_chat_task_post(task, fmcf->hash_pool.pool) != NGX_OK)
     {
-        q = ngx_queue_head(&ngx_foko_chat_hash_queue);
-        ngx_queue_remove(q);
-        ngx_foko_chat_hash_waiting--;
-
-        task = ngx_queue_data(q, ngx_foko_chat_task_t, queue);
-
-        if (task->request == NULL
-            || ngx_foko_chat_task_post(task, fmcf->hash_pool.pool)
-               != NGX_OK)
-        {
-            /* the client is gone, or the pool is full: no hashing */
-            ngx_queue_insert_tail(&failed, q);
-            continue;
-        }
-
-        ngx_foko_chat_hash_active++;
-    }
-
-    /* completed after the loop: no recursion through the whole queue */
-
-    while (!ngx_queue_empty(&failed)) {
-        q = ngx_queue_head(&failed);
-        ngx_queue_remove(q);
-
-        task = ngx_queue_data(q, ngx_foko_chat_task_t, queue);
-
-        ngx_foko_chat_hash_active++;
+        /* the client is gone, or the pool is full: no hashing */
         ngx_foko_chat_task_fail(task);
     }
+
+    return NGX_OK;
 }
 
 

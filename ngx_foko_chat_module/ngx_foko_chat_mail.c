@@ -12,7 +12,7 @@
  *
  * At most NGX_FOKO_CHAT_MAIL_CONCURRENCY attempts of a worker run at once,
  * so that a slow mail provider cannot occupy the thread pool that MongoDB
- * work shares; other mails wait their turn in a queue.
+ * work shares; other mails wait their turn in the mail lane.
  */
 
 
@@ -21,8 +21,8 @@
 
 static ngx_int_t ngx_foko_chat_mail_init_worker(ngx_log_t *log);
 static void ngx_foko_chat_mail_enqueue(ngx_foko_chat_mail_t *mail);
-static void ngx_foko_chat_mail_dispatch(void);
-static void ngx_foko_chat_mail_post(ngx_foko_chat_mail_t *mail);
+static ngx_int_t ngx_foko_chat_mail_start(ngx_queue_t *q);
+static ngx_int_t ngx_foko_chat_mail_post(ngx_foko_chat_mail_t *mail);
 static ngx_int_t ngx_foko_chat_mail_done(ngx_foko_chat_task_t *task);
 static void ngx_foko_chat_mail_failed(ngx_foko_chat_mail_t *mail,
     ngx_int_t rc, const char *reason);
@@ -30,11 +30,10 @@ static void ngx_foko_chat_mail_retry_handler(ngx_event_t *ev);
 static void ngx_foko_chat_mail_free(ngx_foko_chat_mail_t *mail);
 
 
-/* this worker's mails: all of them, and those waiting for a thread */
-static ngx_queue_t  ngx_foko_chat_mail_all;
-static ngx_queue_t  ngx_foko_chat_mail_ready;
-static ngx_uint_t   ngx_foko_chat_mail_pending;
-static ngx_uint_t   ngx_foko_chat_mail_running;
+/* this worker's mails; their attempts, a few at once, the others wait */
+static ngx_queue_t           ngx_foko_chat_mail_all;
+static ngx_uint_t            ngx_foko_chat_mail_pending;
+static ngx_foko_chat_lane_t  ngx_foko_chat_mail_lane;
 
 /* 0: not initialized yet, 1: libcurl ready, -1: curl_global_init failed */
 static ngx_int_t    ngx_foko_chat_mail_state;
@@ -75,7 +74,11 @@ ngx_foko_chat_mail_init_worker(ngx_log_t *log)
     }
 
     ngx_queue_init(&ngx_foko_chat_mail_all);
-    ngx_queue_init(&ngx_foko_chat_mail_ready);
+
+    /* the bound is on the mails: NGX_FOKO_CHAT_MAIL_MAX_PENDING */
+    ngx_foko_chat_lane_init(&ngx_foko_chat_mail_lane,
+                            NGX_FOKO_CHAT_MAIL_CONCURRENCY, 0,
+                            ngx_foko_chat_mail_start);
 
     code = curl_global_init(CURL_GLOBAL_DEFAULT);
 
@@ -300,34 +303,36 @@ done:
 static void
 ngx_foko_chat_mail_enqueue(ngx_foko_chat_mail_t *mail)
 {
-    ngx_queue_insert_tail(&ngx_foko_chat_mail_ready, &mail->wait);
-    mail->waiting = 1;
+    switch (ngx_foko_chat_lane_enter(&ngx_foko_chat_mail_lane, &mail->wait)) {
 
-    ngx_foko_chat_mail_dispatch();
-}
+    case NGX_OK:
+        if (ngx_foko_chat_mail_post(mail) != NGX_OK) {
+            ngx_foko_chat_lane_leave(&ngx_foko_chat_mail_lane);
+        }
 
+        break;
 
-static void
-ngx_foko_chat_mail_dispatch(void)
-{
-    ngx_queue_t           *q;
-    ngx_foko_chat_mail_t  *mail;
-
-    while (ngx_foko_chat_mail_running < NGX_FOKO_CHAT_MAIL_CONCURRENCY
-           && !ngx_queue_empty(&ngx_foko_chat_mail_ready))
-    {
-        q = ngx_queue_head(&ngx_foko_chat_mail_ready);
-        mail = ngx_queue_data(q, ngx_foko_chat_mail_t, wait);
-
-        ngx_queue_remove(q);
-        mail->waiting = 0;
-
-        ngx_foko_chat_mail_post(mail);
+    default: /* NGX_AGAIN: the lane has no bound of its own */
+        mail->waiting = 1;
     }
 }
 
 
-static void
+static ngx_int_t
+ngx_foko_chat_mail_start(ngx_queue_t *q)
+{
+    ngx_foko_chat_mail_t  *mail;
+
+    mail = ngx_queue_data(q, ngx_foko_chat_mail_t, wait);
+    mail->waiting = 0;
+
+    return ngx_foko_chat_mail_post(mail);
+}
+
+
+/* an attempt on the pool, or its failure handled: retried or given up */
+
+static ngx_int_t
 ngx_foko_chat_mail_post(ngx_foko_chat_mail_t *mail)
 {
     ngx_foko_chat_task_t          *task;
@@ -339,7 +344,7 @@ ngx_foko_chat_mail_post(ngx_foko_chat_mail_t *mail)
                                      mail->log);
     if (task == NULL) {
         ngx_foko_chat_mail_failed(mail, NGX_AGAIN, "out of memory");
-        return;
+        return NGX_ERROR;
     }
 
     at = task->data;
@@ -354,11 +359,12 @@ ngx_foko_chat_mail_post(ngx_foko_chat_mail_t *mail)
         ngx_foko_chat_task_free(task);
         ngx_foko_chat_mail_failed(mail, NGX_AGAIN,
                                   "the thread pool refused the task");
-        return;
+        return NGX_ERROR;
     }
 
     mail->running = 1;
-    ngx_foko_chat_mail_running++;
+
+    return NGX_OK;
 }
 
 
@@ -376,7 +382,6 @@ ngx_foko_chat_mail_done(ngx_foko_chat_task_t *task)
     mail = at->mail;
 
     mail->running = 0;
-    ngx_foko_chat_mail_running--;
 
     if (at->rc == NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, mail->log, 0,
@@ -413,7 +418,7 @@ ngx_foko_chat_mail_done(ngx_foko_chat_task_t *task)
         ngx_foko_chat_mail_failed(mail, at->rc, (char *) reason);
     }
 
-    ngx_foko_chat_mail_dispatch();
+    ngx_foko_chat_lane_leave(&ngx_foko_chat_mail_lane);
 
     return NGX_OK;
 }
@@ -467,7 +472,7 @@ ngx_foko_chat_mail_free(ngx_foko_chat_mail_t *mail)
     }
 
     if (mail->waiting) {
-        ngx_queue_remove(&mail->wait);
+        ngx_foko_chat_lane_cancel(&ngx_foko_chat_mail_lane, &mail->wait);
     }
 
     ngx_queue_remove(&mail->queue);

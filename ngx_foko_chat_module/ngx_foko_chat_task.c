@@ -1,6 +1,7 @@
 
 /*
- * Foko chat: blocking work on an nginx thread pool.
+ * Foko chat: blocking work on an nginx thread pool, and the lanes that
+ * admit each concern's work to it.
  */
 
 
@@ -143,6 +144,85 @@ ngx_uint_t
 ngx_foko_chat_task_in_flight(void)
 {
     return ngx_foko_chat_tasks_in_flight;
+}
+
+
+void
+ngx_foko_chat_lane_init(ngx_foko_chat_lane_t *lane, ngx_uint_t limit,
+    ngx_uint_t max_waiting, ngx_foko_chat_lane_start_pt start)
+{
+    ngx_memzero(lane, sizeof(ngx_foko_chat_lane_t));
+
+    lane->limit = limit;
+    lane->max_waiting = max_waiting;
+    lane->start = start;
+
+    ngx_queue_init(&lane->queue);
+}
+
+
+/* an entry runs at once only if none waits before it */
+
+ngx_int_t
+ngx_foko_chat_lane_enter(ngx_foko_chat_lane_t *lane, ngx_queue_t *entry)
+{
+    if (lane->running < lane->limit && ngx_queue_empty(&lane->queue)) {
+        lane->running++;
+        return NGX_OK;
+    }
+
+    if (lane->max_waiting && lane->waiting >= lane->max_waiting) {
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_insert_tail(&lane->queue, entry);
+    lane->waiting++;
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * A slot is given back: the next waiting entries start, in turn.  An
+ * entry that leaves at once, as it starts, does not start the next one
+ * itself: no recursion through the whole queue.
+ */
+
+void
+ngx_foko_chat_lane_leave(ngx_foko_chat_lane_t *lane)
+{
+    ngx_queue_t  *q;
+
+    lane->running--;
+
+    if (lane->starting) {
+        return;
+    }
+
+    lane->starting = 1;
+
+    while (lane->running < lane->limit && !ngx_queue_empty(&lane->queue)) {
+        q = ngx_queue_head(&lane->queue);
+        ngx_queue_remove(q);
+        lane->waiting--;
+        lane->running++;
+
+        if (lane->start(q) != NGX_OK) {
+            lane->running--;
+        }
+    }
+
+    lane->starting = 0;
+}
+
+
+/* a waiting entry that goes away before its turn */
+
+void
+ngx_foko_chat_lane_cancel(ngx_foko_chat_lane_t *lane, ngx_queue_t *entry)
+{
+    ngx_queue_remove(entry);
+    lane->waiting--;
 }
 
 

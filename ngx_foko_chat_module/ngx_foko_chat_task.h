@@ -5,7 +5,8 @@
  * A task is allocated on the heap with its inputs copied in, so that it
  * outlives a request that goes away while the task runs.  The thread side
  * only does the blocking call and stores its result in the task; "done"
- * runs back on the event loop.
+ * runs back on the event loop.  A lane (below) bounds how much of one
+ * concern's work is on the pools at once, and how much waits for it.
  */
 
 
@@ -42,7 +43,7 @@ struct ngx_foko_chat_task_s {
     ngx_http_cleanup_t          *cleanup;
     ngx_log_t                   *log;
 
-    /* waiting for a thread, in a concern's own queue */
+    /* waiting for a thread in a concern's lane */
     ngx_queue_t                  queue;
 
     /* the task's own "done" while a concern's wrapper stands in for it */
@@ -73,6 +74,47 @@ ngx_int_t ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
     ngx_thread_pool_t *tp, ngx_http_request_t *r);
 void ngx_foko_chat_task_fail(ngx_foko_chat_task_t *task);
 ngx_uint_t ngx_foko_chat_task_in_flight(void);
+
+
+/*
+ * A lane: how much of one concern's work a worker lets onto the thread
+ * pools.  At most "limit" entries run at once; the others wait in order,
+ * at most "max_waiting" of them (0: no bound of the lane's own), and one
+ * more is refused.  An entry is the queue link of the concern's own
+ * object (a task, a mail, a connection).
+ *
+ * "start" runs a waiting entry whose turn has come, with its slot taken:
+ * NGX_OK if it holds the slot now, until it leaves the lane (which it
+ * may do at once, a task that completes as failed); anything else gives
+ * the slot back.
+ */
+
+typedef struct ngx_foko_chat_lane_s  ngx_foko_chat_lane_t;
+
+typedef ngx_int_t (*ngx_foko_chat_lane_start_pt)(ngx_queue_t *entry);
+
+struct ngx_foko_chat_lane_s {
+    ngx_uint_t                    limit;
+    ngx_uint_t                    max_waiting;
+    ngx_foko_chat_lane_start_pt   start;
+
+    ngx_uint_t                    running;
+    ngx_uint_t                    waiting;
+    ngx_queue_t                   queue;
+
+    /* starting the waiting entries: a leave meanwhile only counts */
+    unsigned                      starting:1;
+};
+
+
+void ngx_foko_chat_lane_init(ngx_foko_chat_lane_t *lane, ngx_uint_t limit,
+    ngx_uint_t max_waiting, ngx_foko_chat_lane_start_pt start);
+/* NGX_OK: the slot is taken, run it now; NGX_AGAIN: queued; NGX_DECLINED */
+ngx_int_t ngx_foko_chat_lane_enter(ngx_foko_chat_lane_t *lane,
+    ngx_queue_t *entry);
+void ngx_foko_chat_lane_leave(ngx_foko_chat_lane_t *lane);
+void ngx_foko_chat_lane_cancel(ngx_foko_chat_lane_t *lane,
+    ngx_queue_t *entry);
 
 
 #endif /* _NGX_FOKO_CHAT_TASK_H_INCLUDED_ */

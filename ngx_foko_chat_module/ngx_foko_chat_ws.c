@@ -744,10 +744,7 @@ ngx_foko_chat_ws_free(ngx_foko_chat_ws_t *ws)
         ngx_queue_remove(&ws->dirty);
     }
 
-    if (ws->auth_waiting) {
-        ngx_queue_remove(&ws->auth_link);
-        ngx_foko_chat_ws_nwaiting--;
-    }
+    ngx_foko_chat_ws_signin_cancel(ws);
 
     while (!ngx_queue_empty(&ws->jobs)) {
         q = ngx_queue_head(&ws->jobs);

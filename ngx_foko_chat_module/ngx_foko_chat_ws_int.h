@@ -262,7 +262,6 @@ extern ngx_rbtree_t                  ngx_foko_chat_ws_users;
 extern ngx_queue_t                   ngx_foko_chat_ws_dirty;
 extern ngx_event_t                   ngx_foko_chat_ws_flush_ev;
 extern ngx_connection_t              ngx_foko_chat_ws_no_conn;
-extern ngx_uint_t                    ngx_foko_chat_ws_nwaiting;
 
 
 /* ngx_foko_chat_ws.c */
@@ -284,6 +283,7 @@ void ngx_foko_chat_ws_handshake_fail(ngx_http_request_t *r,
 
 /* ngx_foko_chat_ws_signin.c */
 void ngx_foko_chat_ws_signin_init(void);
+void ngx_foko_chat_ws_signin_cancel(ngx_foko_chat_ws_t *ws);
 void ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token,
     size_t len);
 

@@ -2,7 +2,8 @@
 /*
  * Foko chat: the WebSocket sign-in: the token check, then the account and
  * its channels read on the thread pool, at most NGX_FOKO_CHAT_WS_AUTHS
- * sign-ins of a worker at a time; the others wait for their turn.
+ * sign-ins of a worker at a time; the others wait for their turn in the
+ * sign-in lane.
  */
 
 
@@ -10,8 +11,8 @@
 #include "ngx_foko_chat_redis.h"
 
 
-static void ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws);
-static void ngx_foko_chat_ws_auth_next(void);
+static ngx_int_t ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws);
+static ngx_int_t ngx_foko_chat_ws_auth_turn(ngx_queue_t *q);
 static void ngx_foko_chat_ws_auth_known(ngx_foko_chat_ws_job_t *job);
 static void ngx_foko_chat_ws_auth_keep(ngx_foko_chat_ws_job_t *job);
 static void ngx_foko_chat_ws_auth_run(ngx_foko_chat_task_t *task,
@@ -29,23 +30,38 @@ static ngx_int_t ngx_foko_chat_ws_job_post(ngx_foko_chat_ws_t *ws,
 static void ngx_foko_chat_ws_job_release(ngx_foko_chat_ws_job_t *job);
 
 
-static ngx_uint_t                    ngx_foko_chat_ws_nauths;
-ngx_uint_t                           ngx_foko_chat_ws_nwaiting;
-static ngx_queue_t                   ngx_foko_chat_ws_auth_queue;
+/* the sign-ins of a worker on the thread pool, and those that wait */
+static ngx_foko_chat_lane_t          ngx_foko_chat_ws_auth_lane;
 
 
 void
 ngx_foko_chat_ws_signin_init(void)
 {
-    ngx_queue_init(&ngx_foko_chat_ws_auth_queue);
+    /* no bound of its own: a waiting sign-in is a connection */
+    ngx_foko_chat_lane_init(&ngx_foko_chat_ws_auth_lane,
+                            NGX_FOKO_CHAT_WS_AUTHS, 0,
+                            ngx_foko_chat_ws_auth_turn);
 }
 
 
 void
 ngx_foko_chat_ws_signins(ngx_uint_t *running, ngx_uint_t *waiting)
 {
-    *running = ngx_foko_chat_ws_nauths;
-    *waiting = ngx_foko_chat_ws_nwaiting;
+    *running = ngx_foko_chat_ws_auth_lane.running;
+    *waiting = ngx_foko_chat_ws_auth_lane.waiting;
+}
+
+
+/* a connection that closes while its sign-in waits */
+
+void
+ngx_foko_chat_ws_signin_cancel(ngx_foko_chat_ws_t *ws)
+{
+    if (ws->auth_waiting) {
+        ws->auth_waiting = 0;
+        ngx_foko_chat_lane_cancel(&ngx_foko_chat_ws_auth_lane,
+                                  &ws->auth_link);
+    }
 }
 
 
@@ -86,18 +102,48 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
      * about 1 KB of free heap per connection behind.
      */
 
-    if (ngx_foko_chat_ws_nauths >= NGX_FOKO_CHAT_WS_AUTHS) {
+    if (ngx_foko_chat_lane_enter(&ngx_foko_chat_ws_auth_lane, &ws->auth_link)
+        == NGX_AGAIN)
+    {
         ws->auth_waiting = 1;
-        ngx_queue_insert_tail(&ngx_foko_chat_ws_auth_queue, &ws->auth_link);
-        ngx_foko_chat_ws_nwaiting++;
         return;
     }
 
-    ngx_foko_chat_ws_auth_start(ws);
+    if (ngx_foko_chat_ws_auth_start(ws) != NGX_OK) {
+        ngx_foko_chat_lane_leave(&ngx_foko_chat_ws_auth_lane);
+    }
 }
 
 
-static void
+/* a waiting sign-in's turn */
+
+static ngx_int_t
+ngx_foko_chat_ws_auth_turn(ngx_queue_t *q)
+{
+    ngx_foko_chat_ws_t  *ws;
+
+    ws = ngx_queue_data(q, ngx_foko_chat_ws_t, auth_link);
+    ws->auth_waiting = 0;
+
+    if (ws->closing) {
+        /* closed while it waited (the worker shuts down) */
+        ws->authing = 0;
+        return NGX_DECLINED;
+    }
+
+    if (ngx_foko_chat_ws_auth_start(ws) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (ngx_foko_chat_ws_flush(ws) != NGX_OK) {
+        ngx_foko_chat_ws_free(ws);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
 ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws)
 {
     ngx_foko_chat_task_t    *task;
@@ -109,7 +155,7 @@ ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws)
         ws->authing = 0;
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
                                 "the server is too busy");
-        return;
+        return NGX_ERROR;
     }
 
     job = task->data;
@@ -126,10 +172,10 @@ ngx_foko_chat_ws_auth_start(ngx_foko_chat_ws_t *ws)
         ws->authing = 0;
         ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
                                 "the server is too busy");
-        return;
+        return NGX_ERROR;
     }
 
-    ngx_foko_chat_ws_nauths++;
+    return NGX_OK;
 }
 
 
@@ -191,38 +237,6 @@ ngx_foko_chat_ws_auth_keep(ngx_foko_chat_ws_job_t *job)
     (void) ngx_foko_chat_users_put(shm, job->user, job->channels,
                                    job->nchannels, &job->account,
                                    job->users_gen);
-}
-
-
-/* a sign-in is done: the next waiting connections get their turn */
-
-static void
-ngx_foko_chat_ws_auth_next(void)
-{
-    ngx_queue_t         *q;
-    ngx_foko_chat_ws_t  *ws;
-
-    while (ngx_foko_chat_ws_nauths < NGX_FOKO_CHAT_WS_AUTHS
-           && !ngx_queue_empty(&ngx_foko_chat_ws_auth_queue))
-    {
-        q = ngx_queue_head(&ngx_foko_chat_ws_auth_queue);
-        ngx_queue_remove(q);
-        ws = ngx_queue_data(q, ngx_foko_chat_ws_t, auth_link);
-        ws->auth_waiting = 0;
-        ngx_foko_chat_ws_nwaiting--;
-
-        if (ws->closing) {
-            /* closed while it waited (the worker shuts down) */
-            ws->authing = 0;
-            continue;
-        }
-
-        ngx_foko_chat_ws_auth_start(ws);
-
-        if (!ws->authing && ngx_foko_chat_ws_flush(ws) != NGX_OK) {
-            ngx_foko_chat_ws_free(ws);
-        }
-    }
 }
 
 
@@ -331,8 +345,7 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
 
     /* this sign-in's turn on the thread pool is over */
 
-    ngx_foko_chat_ws_nauths--;
-    ngx_foko_chat_ws_auth_next();
+    ngx_foko_chat_lane_leave(&ngx_foko_chat_ws_auth_lane);
 
     if (ws == NULL) {
         ngx_foko_chat_ws_job_release(job);

@@ -209,6 +209,33 @@ unlike error_log_text(), qr/token=/, 'no reset link in the log';
 
 stop_foko();
 
+# at most four attempts of a worker at once: a fifth mail waits its turn
+
+start_foko(http_config => "    foko_chat_mail sendgrid key_file=$dir/sendgrid.key "
+    . "from=chat\@example.org url=http://127.0.0.1:$http timeout=2s;\n"
+    . "    foko_chat_public_url https://chat.example.org;\n");
+
+my @hanging = map { unique_email('slow') } 1 .. 4;
+signup(email => $_, username => 'Hanging') for @hanging;
+my $fifth = unique_email('fifth');
+signup(email => $fifth, username => 'Fifth');
+
+api(POST => '/api/auth/password/forgot', { email => $_ }) for @hanging;
+is scalar(grep { mailbox("/attempts?to=$_&min=1&wait=5")->{sendgrid} == 1 }
+          @hanging), 4, 'four attempts hang at the provider';
+my $t0 = time;
+($status) = api(POST => '/api/auth/password/forgot', { email => $fifth });
+is $status, 202, 'a fifth mail while four attempts hang: 202 at once';
+
+$mails = mails_to($fifth, 10);
+my $waited = time - $t0;
+is scalar @$mails, 1, 'the fifth mail is sent';
+cmp_ok $waited, '>=', 1.5, 'once one of the four attempts timed out';
+cmp_ok $waited, '<', 4, 'before their retries';
+is mailbox("/attempts?to=$fifth")->{sendgrid}, 1, 'in one attempt';
+
+stop_foko();
+
 # no mail transport configured: the call still behaves, the log says why
 
 start_foko();
