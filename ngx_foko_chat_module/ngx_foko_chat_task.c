@@ -126,6 +126,24 @@ ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
 }
 
 
+/*
+ * A step that needs no thread (everything it reads is in the zone): "run"
+ * here, "done" on the event loop's next turn, as after the thread pool.
+ * It does not wait behind the blocking work queued on the pool.
+ */
+
+void
+ngx_foko_chat_task_post_here(ngx_foko_chat_task_t *task)
+{
+    task->run(task, task->log);
+
+    task->again = 1;
+    ngx_foko_chat_tasks_in_flight++;
+
+    ngx_post_event(&task->thread_task.event, &ngx_posted_events);
+}
+
+
 /* completes a task that could not be posted, as if it had run */
 
 void

@@ -72,6 +72,7 @@ ngx_int_t ngx_foko_chat_task_attach(ngx_foko_chat_task_t *task,
     ngx_http_request_t *r);
 ngx_int_t ngx_foko_chat_task_post_request(ngx_foko_chat_task_t *task,
     ngx_thread_pool_t *tp, ngx_http_request_t *r);
+void ngx_foko_chat_task_post_here(ngx_foko_chat_task_t *task);
 void ngx_foko_chat_task_fail(ngx_foko_chat_task_t *task);
 ngx_uint_t ngx_foko_chat_task_in_flight(void);
 

@@ -616,7 +616,13 @@ ngx_foko_chat_ws_job_post(ngx_foko_chat_ws_t *ws, ngx_foko_chat_task_t *task,
     task->run = run;
     task->done = done;
 
-    if (ngx_foko_chat_task_post(task, ws->fmcf->storage_pool.pool) != NGX_OK) {
+    if (job->known && job->account_known) {
+        /* all from the zone: not behind the MongoDB reads on the pool */
+        ngx_foko_chat_task_post_here(task);
+
+    } else if (ngx_foko_chat_task_post(task, ws->fmcf->storage_pool.pool)
+               != NGX_OK)
+    {
         ngx_foko_chat_task_free(task);
         return NGX_ERROR;
     }
