@@ -26,8 +26,6 @@
 
 typedef struct {
     u_char                         id[NGX_FOKO_CHAT_OID_LEN];
-    u_char                         name_len;
-    u_char                         name[NGX_FOKO_CHAT_USERNAME_MAX];
 } ngx_foko_chat_cache_member_t;
 
 
@@ -90,14 +88,11 @@ ngx_foko_chat_cache_gen(ngx_foko_chat_shm_ctx_t *ctx)
 
 ngx_int_t
 ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
-    ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
-    ngx_uint_t ring_size, ngx_atomic_uint_t gen)
+    ngx_foko_chat_channel_doc_t *ch, json_t *latest, ngx_uint_t ring_size,
+    ngx_atomic_uint_t gen)
 {
-    size_t                          len;
-    json_t                         *name;
     ngx_int_t                       rc;
     ngx_uint_t                      i;
-    const char                     *s;
     ngx_rbtree_node_t              *node;
     ngx_foko_chat_cache_member_t   *m;
     ngx_foko_chat_cache_channel_t  *cc;
@@ -149,13 +144,6 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     for (i = 0; i < ch->nmembers; i++) {
         m = &cc->members[i];
         ngx_memcpy(m->id, ch->members[i], NGX_FOKO_CHAT_OID_LEN);
-
-        name = json_object_get(names, (char *) ch->members[i]);
-        s = name ? json_string_value(name) : NULL;
-        len = s ? ngx_min(ngx_strlen(s), NGX_FOKO_CHAT_USERNAME_MAX) : 0;
-
-        m->name_len = (u_char) ngx_min(len, 255);
-        ngx_memcpy(m->name, s, m->name_len);
     }
 
     cc->nmembers = ch->nmembers;

@@ -1,7 +1,7 @@
 
 /*
- * Foko chat: the channel cache in the shared zone: members (with their
- * names) and a ring of each channel's latest messages.
+ * Foko chat: the channel cache in the shared zone: members and a ring of
+ * each channel's latest messages.
  */
 
 
@@ -22,15 +22,14 @@
 void ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh);
 
 /*
- * Caches a channel as MongoDB has it: its doc, the members' names (an
- * object of id: username) and its latest messages (an array in seq order,
- * may be NULL).  Replaces what was cached of it.  "gen" is what
+ * Caches a channel as MongoDB has it: its doc (the members) and its
+ * latest messages (an array in seq order, may be NULL).  Replaces what was cached of it.  "gen" is what
  * ngx_foko_chat_cache_gen() said before MongoDB was read: if a channel
  * changed since, what was read may be stale, and nothing is cached.
  */
 ngx_int_t ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
-    ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
-    ngx_uint_t ring_size, ngx_atomic_uint_t gen);
+    ngx_foko_chat_channel_doc_t *ch, json_t *latest, ngx_uint_t ring_size,
+    ngx_atomic_uint_t gen);
 ngx_atomic_uint_t ngx_foko_chat_cache_gen(ngx_foko_chat_shm_ctx_t *ctx);
 
 /* NGX_OK: cached, *member says if "user" is in it; NGX_DECLINED: not */

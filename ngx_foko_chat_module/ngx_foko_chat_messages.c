@@ -547,9 +547,6 @@ ngx_foko_chat_messages_release(ngx_foko_chat_msg_op_t *op)
     json_decref(op->result);
     op->result = NULL;
 
-    json_decref(op->names);
-    op->names = NULL;
-
     json_decref(op->latest);
     op->latest = NULL;
 }
@@ -794,13 +791,13 @@ ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task)
 void
 ngx_foko_chat_messages_cache(ngx_foko_chat_msg_op_t *op)
 {
-    if (op->names == NULL) {
+    if (!op->loaded) {
         return;
     }
 
     (void) ngx_foko_chat_cache_put_channel(
                ngx_foko_chat_messages_conf()->shm_zone->data, &op->ch,
-               op->names, op->latest, op->ring_size, op->cache_gen);
+               op->latest, op->ring_size, op->cache_gen);
 }
 
 
@@ -811,20 +808,18 @@ ngx_foko_chat_messages_load(ngx_foko_chat_msg_op_t *op)
 {
     ngx_uint_t  more;
 
-    if (ngx_foko_chat_store_usernames(op->ch.members, op->ch.nmembers,
-                                      &op->names, op->err)
-        != NGX_OK
-        || (op->ring_size
-            && ngx_foko_chat_store_messages_page(op->ch.id, 0, -1, -1,
-                                                 op->ring_size, &op->latest,
-                                                 &more, op->err)
-               != NGX_OK))
+    if (op->ring_size
+        && ngx_foko_chat_store_messages_page(op->ch.id, 0, -1, -1,
+                                             op->ring_size, &op->latest,
+                                             &more, op->err)
+           != NGX_OK)
     {
         /* the cache stays empty; the request goes on */
-        json_decref(op->names);
-        op->names = NULL;
         op->err[0] = '\0';
+        return;
     }
+
+    op->loaded = 1;
 }
 
 

@@ -62,8 +62,8 @@ struct ngx_foko_chat_msg_op_s {
     ngx_uint_t                     more;
     json_t                        *result;
 
-    /* what the channel cache is filled with: member names, latest */
-    json_t                        *names;
+    /* what the channel cache is filled with: the latest messages */
+    unsigned                       loaded:1;
     json_t                        *latest;
     ngx_uint_t                     ring_size;
     ngx_atomic_uint_t              cache_gen;

@@ -3,9 +3,9 @@
  * Foko chat: warming the shared zone up from MongoDB at start.
  *
  * A fresh zone is filled in the background with the newest channels:
- * members and their names, the latest messages of each and its seq
- * counter.  Nothing waits for it: a channel that is not cached yet is
- * loaded when a request first needs it, and what the warm-up brings for a
+ * members, the latest messages of each and its seq counter.  Nothing
+ * waits for it: a channel that is not cached yet is loaded when a
+ * request first needs it, and what the warm-up brings for a
  * channel that got cached meanwhile is dropped.  A reload keeps the zone,
  * so this runs once per zone, by whichever worker first finds MongoDB up.
  */
@@ -23,7 +23,6 @@
 typedef struct {
     ngx_foko_chat_channel_doc_t   *channels;
     ngx_uint_t                     n;
-    json_t                       **names;
     json_t                       **latest;
     ngx_uint_t                     ring_size;
     ngx_atomic_uint_t              cache_gen;
@@ -92,10 +91,9 @@ ngx_foko_chat_rehydrate_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
         return;
     }
 
-    rh->names = calloc(rh->n, sizeof(json_t *));
     rh->latest = calloc(rh->n, sizeof(json_t *));
 
-    if (rh->names == NULL || rh->latest == NULL) {
+    if (rh->latest == NULL) {
         rh->rc = NGX_ERROR;
         ngx_cpystrn(rh->err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
         return;
@@ -104,14 +102,10 @@ ngx_foko_chat_rehydrate_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
     for (i = 0; i < rh->n; i++) {
         ch = &rh->channels[i];
 
-        if (ngx_foko_chat_store_usernames(ch->members, ch->nmembers,
-                                          &rh->names[i], rh->err)
-            != NGX_OK
-            || ngx_foko_chat_store_messages_page(ch->id, 0, -1, -1,
-                                                 ngx_max(rh->ring_size, 1),
-                                                 &rh->latest[i], &more,
-                                                 rh->err)
-               != NGX_OK)
+        if (ngx_foko_chat_store_messages_page(ch->id, 0, -1, -1,
+                                              ngx_max(rh->ring_size, 1),
+                                              &rh->latest[i], &more, rh->err)
+            != NGX_OK)
         {
             rh->rc = NGX_ERROR;
             return;
@@ -164,7 +158,6 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
         }
 
         if (ngx_foko_chat_cache_put_channel(shm, &rh->channels[i],
-                                            rh->names[i],
                                             rh->ring_size
                                             ? rh->latest[i] : NULL,
                                             rh->ring_size, rh->cache_gen)
@@ -186,17 +179,12 @@ done:
     for (i = 0; i < rh->n; i++) {
         ngx_foko_chat_store_channel_doc_free(&rh->channels[i]);
 
-        if (rh->names) {
-            json_decref(rh->names[i]);
-        }
-
         if (rh->latest) {
             json_decref(rh->latest[i]);
         }
     }
 
     free(rh->channels);
-    free(rh->names);
     free(rh->latest);
 
     return NGX_OK;
