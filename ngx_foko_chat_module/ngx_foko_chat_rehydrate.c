@@ -18,22 +18,51 @@
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_store.h"
 #include "ngx_foko_chat_task.h"
+#include "ngx_foko_chat_users.h"
+
+
+/* a user's channels: ids only, as ngx_foko_chat_users_put() takes them */
+typedef struct {
+    ngx_foko_chat_channel_doc_t   *found;
+    ngx_uint_t                     n;
+} ngx_foko_chat_rehydrate_ids_t;
+
+
+/* one membership, sorted by user */
+typedef struct {
+    u_char                        *user;
+    ngx_uint_t                     channel;
+} ngx_foko_chat_rehydrate_pair_t;
 
 
 typedef struct {
-    ngx_foko_chat_channel_doc_t   *channels;
-    ngx_uint_t                     n;
-    json_t                       **latest;
-    ngx_uint_t                     ring_size;
-    ngx_atomic_uint_t              cache_gen;
-    ngx_int_t                      rc;
-    u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
+    ngx_foko_chat_channel_doc_t    *channels;
+    ngx_uint_t                      n;
+    json_t                        **latest;
+    ngx_uint_t                      ring_size;
+    ngx_atomic_uint_t               cache_gen;
+
+    /* when every channel is read: the accounts and each one's channels */
+    ngx_foko_chat_user_t           *users;
+    ngx_uint_t                      nusers;
+    ngx_foko_chat_rehydrate_ids_t  *ids;
+    ngx_atomic_uint_t               users_gen;
+
+    ngx_int_t                       rc;
+    u_char                          err[NGX_FOKO_CHAT_ERR_LEN];
 } ngx_foko_chat_rehydrate_t;
 
 
 static void ngx_foko_chat_rehydrate_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
+static void ngx_foko_chat_rehydrate_users(ngx_foko_chat_rehydrate_t *rh);
+static ngx_int_t ngx_foko_chat_rehydrate_ids(ngx_foko_chat_rehydrate_t *rh);
+static int ngx_libc_cdecl ngx_foko_chat_rehydrate_cmp(const void *one,
+    const void *two);
+static ngx_uint_t ngx_foko_chat_rehydrate_put_users(
+    ngx_foko_chat_rehydrate_t *rh, ngx_foko_chat_shm_ctx_t *shm);
 static ngx_int_t ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task);
+static void ngx_foko_chat_rehydrate_free(ngx_foko_chat_rehydrate_t *rh);
 
 
 void
@@ -64,6 +93,7 @@ ngx_foko_chat_rehydrate(ngx_log_t *log)
     rh = task->data;
     rh->ring_size = fmcf->history_cache;
     rh->cache_gen = ngx_foko_chat_cache_gen(shm);
+    rh->users_gen = ngx_foko_chat_users_gen(shm);
 
     task->run = ngx_foko_chat_rehydrate_run;
     task->done = ngx_foko_chat_rehydrate_done;
@@ -111,6 +141,127 @@ ngx_foko_chat_rehydrate_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
             return;
         }
     }
+
+    if (rh->n < NGX_FOKO_CHAT_REHYDRATE_CHANNELS) {
+        ngx_foko_chat_rehydrate_users(rh);
+    }
+}
+
+
+/*
+ * Every channel is read: so is every account (up to a bound), and each
+ * user's channel ids are exact, as a sign-in would read them.  A failure
+ * here leaves the users to their first sign-ins; the channels stay.
+ */
+
+static void
+ngx_foko_chat_rehydrate_users(ngx_foko_chat_rehydrate_t *rh)
+{
+    u_char  err[NGX_FOKO_CHAT_ERR_LEN];
+
+    if (ngx_foko_chat_store_users_all(NGX_FOKO_CHAT_REHYDRATE_USERS,
+                                      &rh->users, &rh->nusers, err)
+        != NGX_OK
+        || ngx_foko_chat_rehydrate_ids(rh) != NGX_OK)
+    {
+        free(rh->users);
+        rh->users = NULL;
+        rh->nusers = 0;
+    }
+}
+
+
+/* the channels of each user, by a merge of two lists sorted by user */
+
+static ngx_int_t
+ngx_foko_chat_rehydrate_ids(ngx_foko_chat_rehydrate_t *rh)
+{
+    ngx_int_t                        c;
+    ngx_uint_t                       i, j, k, npairs;
+    ngx_foko_chat_rehydrate_ids_t   *ids;
+    ngx_foko_chat_rehydrate_pair_t  *pairs;
+
+    npairs = 0;
+
+    for (i = 0; i < rh->n; i++) {
+        npairs += rh->channels[i].nmembers;
+    }
+
+    pairs = malloc(ngx_max(npairs, 1) * sizeof(ngx_foko_chat_rehydrate_pair_t));
+    rh->ids = calloc(ngx_max(rh->nusers, 1),
+                     sizeof(ngx_foko_chat_rehydrate_ids_t));
+
+    if (pairs == NULL || rh->ids == NULL) {
+        free(pairs);
+        return NGX_ERROR;
+    }
+
+    k = 0;
+
+    for (i = 0; i < rh->n; i++) {
+        for (j = 0; j < rh->channels[i].nmembers; j++) {
+            pairs[k].user = rh->channels[i].members[j];
+            pairs[k].channel = i;
+            k++;
+        }
+    }
+
+    qsort(pairs, npairs, sizeof(ngx_foko_chat_rehydrate_pair_t),
+          ngx_foko_chat_rehydrate_cmp);
+
+    ids = rh->ids;
+    k = 0;
+
+    /* users come in _id order, which is their hex ids' order */
+
+    for (i = 0; i < rh->nusers; i++) {
+        for ( /* void */ ; k < npairs; k++) {
+            c = ngx_memcmp(pairs[k].user, rh->users[i].id,
+                           NGX_FOKO_CHAT_OID_LEN);
+            if (c >= 0) {
+                break;
+            }
+        }
+
+        for (j = k; j < npairs; j++) {
+            if (ngx_memcmp(pairs[j].user, rh->users[i].id,
+                           NGX_FOKO_CHAT_OID_LEN)
+                != 0)
+            {
+                break;
+            }
+        }
+
+        if (j == k) {
+            continue;
+        }
+
+        ids[i].found = calloc(j - k, sizeof(ngx_foko_chat_channel_doc_t));
+        if (ids[i].found == NULL) {
+            free(pairs);
+            return NGX_ERROR;
+        }
+
+        for (ids[i].n = 0; k < j; k++, ids[i].n++) {
+            ngx_memcpy(ids[i].found[ids[i].n].id,
+                       rh->channels[pairs[k].channel].id,
+                       NGX_FOKO_CHAT_OID_LEN);
+        }
+    }
+
+    free(pairs);
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_foko_chat_rehydrate_cmp(const void *one, const void *two)
+{
+    const ngx_foko_chat_rehydrate_pair_t  *a = one;
+    const ngx_foko_chat_rehydrate_pair_t  *b = two;
+
+    return ngx_memcmp(a->user, b->user, NGX_FOKO_CHAT_OID_LEN);
 }
 
 
@@ -172,9 +323,56 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
 
     ngx_log_error(NGX_LOG_NOTICE, task->log, 0,
                   "foko chat: the shared zone is warmed up with %ui of the "
-                  "newest channels", loaded);
+                  "newest channels and %ui users", loaded,
+                  ngx_foko_chat_rehydrate_put_users(rh, shm));
 
 done:
+
+    ngx_foko_chat_rehydrate_free(rh);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The accounts and channel ids read with every channel, kept as a first
+ * sign-in would keep them, unless a user changed since they were read.
+ */
+
+static ngx_uint_t
+ngx_foko_chat_rehydrate_put_users(ngx_foko_chat_rehydrate_t *rh,
+    ngx_foko_chat_shm_ctx_t *shm)
+{
+    ngx_uint_t  i, kept;
+
+    kept = 0;
+
+    for (i = 0; i < rh->nusers; i++) {
+        if (rh->users[i].invited) {
+            /* not signed up yet: as at a sign-in, not kept */
+            continue;
+        }
+
+        if (ngx_foko_chat_users_put(shm, rh->users[i].id, rh->ids[i].found,
+                                    rh->ids[i].n, &rh->users[i],
+                                    rh->users_gen)
+            != NGX_OK)
+        {
+            /* the zone is full, or a user changed meanwhile */
+            break;
+        }
+
+        kept++;
+    }
+
+    return kept;
+}
+
+
+static void
+ngx_foko_chat_rehydrate_free(ngx_foko_chat_rehydrate_t *rh)
+{
+    ngx_uint_t  i;
 
     for (i = 0; i < rh->n; i++) {
         ngx_foko_chat_store_channel_doc_free(&rh->channels[i]);
@@ -184,8 +382,17 @@ done:
         }
     }
 
+    for (i = 0; rh->ids && i < rh->nusers; i++) {
+        free(rh->ids[i].found);
+    }
+
+    if (rh->users) {
+        ngx_explicit_memzero(rh->users,
+                             rh->nusers * sizeof(ngx_foko_chat_user_t));
+    }
+
     free(rh->channels);
     free(rh->latest);
-
-    return NGX_OK;
+    free(rh->users);
+    free(rh->ids);
 }

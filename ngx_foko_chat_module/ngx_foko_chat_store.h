@@ -66,6 +66,7 @@ void ngx_foko_chat_store_ping_run(ngx_foko_chat_task_t *task,
 /* users: ngx_foko_chat_store_users.c */
 
 #define NGX_FOKO_CHAT_USERS_PAGE       20
+#define NGX_FOKO_CHAT_USERS_BATCH      500       /* warming up, a read */
 
 typedef struct {
     u_char                     id[NGX_FOKO_CHAT_OID_SIZE];
@@ -144,6 +145,13 @@ ngx_int_t ngx_foko_chat_store_channel_find_direct(
 ngx_int_t ngx_foko_chat_store_channels_of(u_char *user,
     ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err);
 /* the same with no member lists (nmembers 0) */
+/*
+ * Up to "max" accounts in _id order, read in pages (warming the zone up):
+ * *found is a malloc()ed array of *n (NULL when there are none).
+ */
+ngx_int_t ngx_foko_chat_store_users_all(ngx_uint_t max,
+    ngx_foko_chat_user_t **found, ngx_uint_t *n, u_char *err);
+
 ngx_int_t ngx_foko_chat_store_channel_ids_of(u_char *user,
     ngx_foko_chat_channel_doc_t **found, ngx_uint_t *n, u_char *err);
 /* the "limit" newest channels */

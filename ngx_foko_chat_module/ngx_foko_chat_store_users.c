@@ -44,6 +44,9 @@ static ngx_uint_t           ngx_foko_chat_users_backfill_skipped;
 static ngx_uint_t ngx_foko_chat_store_users_has_index(const char *name);
 static ngx_int_t ngx_foko_chat_store_user_find(bson_t *filter,
     ngx_foko_chat_user_t *user, u_char *err);
+static ngx_int_t ngx_foko_chat_store_users_page(bson_t *filter,
+    bson_t *opts, ngx_foko_chat_user_t *users, ngx_uint_t from,
+    ngx_uint_t max, ngx_uint_t *got, u_char *err);
 static void ngx_foko_chat_store_user_read(const bson_t *doc,
     ngx_foko_chat_user_t *user);
 static void ngx_foko_chat_store_copy(const bson_t *doc, const char *key,
@@ -555,6 +558,106 @@ ngx_foko_chat_store_user_find(bson_t *filter, ngx_foko_chat_user_t *user,
 
     } else {
         rc = NGX_DECLINED;
+    }
+
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    ngx_foko_chat_store_push(client);
+
+    return rc;
+}
+
+
+/*
+ * Pages by _id rather than one cursor's batches: FerretDB 1.24 was seen
+ * losing a cursor between batches.
+ */
+
+ngx_int_t
+ngx_foko_chat_store_users_all(ngx_uint_t max, ngx_foko_chat_user_t **found,
+    ngx_uint_t *n, u_char *err)
+{
+    bson_t                *filter, *opts;
+    ngx_int_t              rc;
+    ngx_uint_t             got;
+    bson_oid_t             last;
+    ngx_foko_chat_user_t  *users;
+
+    *found = NULL;
+    *n = 0;
+
+    users = calloc(ngx_max(max, 1), sizeof(ngx_foko_chat_user_t));
+    if (users == NULL) {
+        ngx_cpystrn(err, (u_char *) "no memory", NGX_FOKO_CHAT_ERR_LEN);
+        return NGX_ERROR;
+    }
+
+    opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}",
+                    "projection", "{", "hash", BCON_INT32(0), "}",
+                    "limit", BCON_INT64(NGX_FOKO_CHAT_USERS_BATCH),
+                    "batchSize", BCON_INT64(NGX_FOKO_CHAT_USERS_BATCH));
+    rc = NGX_OK;
+
+    do {
+        if (*n == 0) {
+            filter = bson_new();
+
+        } else {
+            bson_oid_init_from_string(&last, (char *) users[*n - 1].id);
+            filter = BCON_NEW("_id", "{", "$gt", BCON_OID(&last), "}");
+        }
+
+        rc = ngx_foko_chat_store_users_page(filter, opts, users, *n, max,
+                                            &got, err);
+        bson_destroy(filter);
+
+        *n += got;
+
+    } while (rc == NGX_OK && got == NGX_FOKO_CHAT_USERS_BATCH && *n < max);
+
+    bson_destroy(opts);
+
+    if (rc != NGX_OK || *n == 0) {
+        free(users);
+        *n = 0;
+        return rc;
+    }
+
+    *found = users;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_store_users_page(bson_t *filter, bson_t *opts,
+    ngx_foko_chat_user_t *users, ngx_uint_t from, ngx_uint_t max,
+    ngx_uint_t *got, u_char *err)
+{
+    ngx_int_t              rc;
+    bson_error_t           error;
+    const bson_t          *doc;
+    mongoc_cursor_t       *cursor;
+    mongoc_client_t       *client;
+    mongoc_collection_t   *coll;
+
+    *got = 0;
+
+    client = ngx_foko_chat_store_pop();
+    coll = ngx_foko_chat_store_collection(client, "users");
+
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    while (from + *got < max && mongoc_cursor_next(cursor, &doc)) {
+        ngx_foko_chat_store_user_read(doc, &users[from + *got]);
+        (*got)++;
+    }
+
+    rc = NGX_OK;
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        ngx_foko_chat_store_error(err, "users all", &error);
+        rc = NGX_ERROR;
     }
 
     mongoc_cursor_destroy(cursor);
