@@ -1,7 +1,7 @@
 
 /*
- * Foko chat: the channel cache in the shared zone: members (with their
- * names) and a ring of each channel's latest messages.
+ * Foko chat: the channel cache in the shared zone: name, members (with
+ * their names) and a ring of each channel's latest messages.
  */
 
 
@@ -65,6 +65,14 @@ ngx_int_t ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx,
  */
 ngx_int_t ngx_foko_chat_cache_evict_locked(ngx_foko_chat_shm_ctx_t *ctx,
     void *keep);
+
+/*
+ * GET /api/channels's { id, name, direct, members, last_message,
+ * last_seq } of a channel, with its creation time, or NULL if the zone
+ * cannot say it exactly.
+ */
+json_t *ngx_foko_chat_cache_describe(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t *created);
 
 /* the message of "author" with "client_id" if the ring has it */
 json_t *ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,
