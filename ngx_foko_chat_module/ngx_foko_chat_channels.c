@@ -841,25 +841,26 @@ ngx_foko_chat_channels_list_run(ngx_foko_chat_channel_op_t *op)
 
 /*
  * On the event loop, after a list from MongoDB: the caller's read marks
- * into the zone, and the channels it did not hold, with their latest
+ * into the zone, and the channels it could not list, with their latest
  * messages (as a post's membership load does), so that the next list is
- * served from the zone.
+ * served from the zone.  Not with Redis, whose lists read MongoDB.
  */
 
 static void
 ngx_foko_chat_channels_list_keep(ngx_foko_chat_channel_op_t *op,
     ngx_uint_t failed)
 {
-    json_t                       *kept, *page;
-    int64_t                       last;
-    ngx_uint_t                    i, member;
+    json_t                       *kept, *page, *held;
+    int64_t                       last, created;
+    ngx_uint_t                    i;
     ngx_foko_chat_shm_ctx_t      *shm;
     ngx_foko_chat_channel_doc_t  *ch;
 
     shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
 
     if (shm && !failed && op->rc == NGX_OK && op->result
-        && json_array_size(op->kept) == op->nfound)
+        && json_array_size(op->kept) == op->nfound
+        && !ngx_foko_chat_redis_on())
     {
         if (op->user_loaded && !op->account.invited) {
             (void) ngx_foko_chat_users_put(shm, op->user, op->found,
@@ -873,9 +874,12 @@ ngx_foko_chat_channels_list_keep(ngx_foko_chat_channel_op_t *op,
         for (i = 0; i < op->nfound; i++) {
             ch = &op->found[i];
 
-            if (ngx_foko_chat_cache_member(shm, ch->id, op->user, &member)
-                == NGX_OK)
-            {
+            /* also one cached with a member's username not known then */
+
+            held = ngx_foko_chat_cache_describe(shm, ch->id, &created);
+
+            if (held) {
+                json_decref(held);
                 continue;
             }
 

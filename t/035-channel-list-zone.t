@@ -74,7 +74,9 @@ my $wb = ws_mojo(token => $bo, timeout => 5);
 # the list while MongoDB is paused equals what MongoDB says
 sub check {
     my ($what, %want) = @_;
-    my $list = call(GET => '/api/channels', undef, $ana, 200, $what);
+    my ($lst, $list, undef, $raw) = api(GET => '/api/channels', undef,
+                                        token => $ana, timeout => 10);
+    is $lst, 200, "$what: GET /api/channels 200";
     my @ref = map {
         call(GET => "/api/channels/$_->{id}", undef, $ana, 200,
              "$what, from MongoDB")
@@ -86,10 +88,12 @@ sub check {
     kill STOP => $db->{pid};
     is_deeply counted(sub {
         for my $i (1 .. 3) {
-            my ($st, $paused) = api(GET => '/api/channels', undef,
-                                    token => $ana, timeout => 5);
+            my ($st, $paused, undef, $bytes) = api(GET => '/api/channels',
+                                                   undef, token => $ana,
+                                                   timeout => 5);
             is $st, 200, "$what, paused: list $i";
             is_deeply $paused, \@ref, "$what, paused: list $i is the same";
+            is $bytes, $raw, "$what, paused: byte for byte";
         }
     }), [3, 0], "$what, paused: all three from the zone";
     kill CONT => $db->{pid};
