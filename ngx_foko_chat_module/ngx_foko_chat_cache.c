@@ -22,10 +22,13 @@
 #include "ngx_foko_chat_cache.h"
 #include "ngx_foko_chat_bus.h"
 #include "ngx_foko_chat_seq.h"
+#include "ngx_foko_chat_users.h"
 
 
 typedef struct {
     u_char                         id[NGX_FOKO_CHAT_OID_LEN];
+    u_char                         name_len;
+    u_char                         name[NGX_FOKO_CHAT_USERNAME_MAX];
 } ngx_foko_chat_cache_member_t;
 
 
@@ -46,6 +49,10 @@ typedef struct {
     ngx_uint_t                     ring_size;
     ngx_foko_chat_cache_slot_t    *ring;
     int64_t                        top;          /* highest seq in ring */
+    int64_t                        created;      /* ms since the epoch */
+    unsigned                       direct:1;
+    u_short                        name_len;
+    u_char                         name[NGX_FOKO_CHAT_CHANNEL_NAME_MAX];
 } ngx_foko_chat_cache_channel_t;
 
 
@@ -59,6 +66,10 @@ static uint32_t ngx_foko_chat_cache_cid(const char *author,
     const char *client_id);
 static ngx_uint_t ngx_foko_chat_cache_has(ngx_foko_chat_cache_channel_t *cc,
     int64_t from, int64_t to);
+static json_t *ngx_foko_chat_cache_members_json(
+    ngx_foko_chat_cache_channel_t *cc);
+static json_t *ngx_foko_chat_cache_last_json(ngx_foko_chat_cache_channel_t *cc,
+    int64_t acked);
 
 
 #define ngx_foko_chat_cache_lookup(sh, channel)                               \
@@ -88,11 +99,15 @@ ngx_foko_chat_cache_gen(ngx_foko_chat_shm_ctx_t *ctx)
 
 ngx_int_t
 ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
-    ngx_foko_chat_channel_doc_t *ch, json_t *latest, ngx_uint_t ring_size,
-    ngx_atomic_uint_t gen)
+    ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
+    ngx_uint_t ring_size, ngx_atomic_uint_t gen)
 {
+    size_t                          len;
+    json_t                         *name;
+    ngx_str_t                       zname;
     ngx_int_t                       rc;
     ngx_uint_t                      i;
+    const char                     *s;
     ngx_rbtree_node_t              *node;
     ngx_foko_chat_cache_member_t   *m;
     ngx_foko_chat_cache_channel_t  *cc;
@@ -128,6 +143,11 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     cc = (ngx_foko_chat_cache_channel_t *) &node->color;
     ngx_memcpy(cc->id, ch->id, NGX_FOKO_CHAT_OID_LEN);
     cc->top = -1;
+    cc->created = ch->created;
+    cc->direct = ch->direct;
+    cc->name_len = (u_short) ngx_min(ngx_strlen(ch->name),
+                                    NGX_FOKO_CHAT_CHANNEL_NAME_MAX);
+    ngx_memcpy(cc->name, ch->name, cc->name_len);
 
     ngx_rbtree_insert(&ctx->sh->channels, node);
     ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
@@ -144,6 +164,25 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     for (i = 0; i < ch->nmembers; i++) {
         m = &cc->members[i];
         ngx_memcpy(m->id, ch->members[i], NGX_FOKO_CHAT_OID_LEN);
+
+        name = names ? json_object_get(names, (char *) ch->members[i])
+                     : NULL;
+        s = name ? json_string_value(name) : NULL;
+
+        if (s) {
+            zname.data = (u_char *) s;
+            zname.len = ngx_strlen(s);
+
+        } else {
+            /* a load for posts reads no users: the zone may know them */
+            zname = ngx_foko_chat_users_name_locked(ctx->sh,
+                                                    ch->members[i]);
+        }
+
+        len = ngx_min(zname.len, NGX_FOKO_CHAT_USERNAME_MAX);
+
+        m->name_len = (u_char) ngx_min(len, 255);
+        ngx_memcpy(m->name, zname.data, m->name_len);
     }
 
     cc->nmembers = ch->nmembers;
@@ -330,6 +369,122 @@ done:
     *page = list;
 
     return rc;
+}
+
+
+/*
+ * A channel as GET /api/channels lists it, from the zone: only when the
+ * ring holds the highest acknowledged seq (MongoDB's newest message) and
+ * every member's username is known.
+ */
+
+json_t *
+ngx_foko_chat_cache_describe(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t *created)
+{
+    json_t                         *j, *members, *last, *name;
+    int64_t                         acked;
+    ngx_foko_chat_cache_channel_t  *cc;
+
+    j = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    cc = ngx_foko_chat_cache_lookup(ctx->sh, channel);
+    acked = ngx_foko_chat_seq_acked_locked(ctx->sh, channel);
+
+    if (cc == NULL || cc->ring == NULL || acked < 0
+        || (acked > 0 && cc->top < acked))
+    {
+        goto done;
+    }
+
+    members = ngx_foko_chat_cache_members_json(cc);
+    if (members == NULL) {
+        goto done;
+    }
+
+    last = ngx_foko_chat_cache_last_json(cc, acked);
+    if (acked > 0 && last == NULL) {
+        json_decref(members);
+        goto done;
+    }
+
+    ngx_queue_remove(&cc->lru);
+    ngx_queue_insert_head(&ctx->sh->channels_lru, &cc->lru);
+
+    name = cc->name_len ? json_stringn((char *) cc->name, cc->name_len)
+                        : json_null();
+
+    j = json_pack("{s:s%,s:o,s:b,s:o,s:o?,s:I}",
+                  "id", (char *) cc->id, (size_t) NGX_FOKO_CHAT_OID_LEN,
+                  "name", name,
+                  "direct", (int) cc->direct,
+                  "members", members,
+                  "last_message", last,
+                  "last_seq", (json_int_t) acked);
+
+    *created = cc->created;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return j;
+}
+
+
+/* NULL also when a member's username is not known */
+
+static json_t *
+ngx_foko_chat_cache_members_json(ngx_foko_chat_cache_channel_t *cc)
+{
+    json_t                        *members, *member;
+    ngx_uint_t                     i;
+    ngx_foko_chat_cache_member_t  *m;
+
+    members = json_array();
+
+    for (i = 0; members && i < cc->nmembers; i++) {
+        m = &cc->members[i];
+
+        member = m->name_len
+                 ? json_pack("{s:s%,s:s%,s:b}",
+                             "id", (char *) m->id,
+                             (size_t) NGX_FOKO_CHAT_OID_LEN,
+                             "username", (char *) m->name,
+                             (size_t) m->name_len,
+                             "online", 0)
+                 : NULL;
+
+        if (member == NULL || json_array_append_new(members, member) != 0) {
+            json_decref(members);
+            members = NULL;
+        }
+    }
+
+    return members;
+}
+
+
+static json_t *
+ngx_foko_chat_cache_last_json(ngx_foko_chat_cache_channel_t *cc,
+    int64_t acked)
+{
+    json_error_t                 error;
+    ngx_foko_chat_cache_slot_t  *slot;
+
+    if (acked == 0) {
+        return NULL;
+    }
+
+    slot = &cc->ring[acked % cc->ring_size];
+
+    if (slot->seq != acked || slot->json == NULL) {
+        return NULL;
+    }
+
+    return json_loadb((char *) slot->json, slot->len, 0, &error);
 }
 
 

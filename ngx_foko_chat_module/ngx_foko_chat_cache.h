@@ -1,7 +1,7 @@
 
 /*
- * Foko chat: the channel cache in the shared zone: members and a ring of
- * each channel's latest messages.
+ * Foko chat: the channel cache in the shared zone: name, members (with
+ * their names) and a ring of each channel's latest messages.
  */
 
 
@@ -22,14 +22,15 @@
 void ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh);
 
 /*
- * Caches a channel as MongoDB has it: its doc (the members) and its
- * latest messages (an array in seq order, may be NULL).  Replaces what was cached of it.  "gen" is what
+ * Caches a channel as MongoDB has it: its doc, the members' names (an
+ * object of id: username, or NULL: then those the zone's users know) and
+ * its latest messages (an array in seq order, may be NULL).  Replaces what was cached of it.  "gen" is what
  * ngx_foko_chat_cache_gen() said before MongoDB was read: if a channel
  * changed since, what was read may be stale, and nothing is cached.
  */
 ngx_int_t ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
-    ngx_foko_chat_channel_doc_t *ch, json_t *latest, ngx_uint_t ring_size,
-    ngx_atomic_uint_t gen);
+    ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
+    ngx_uint_t ring_size, ngx_atomic_uint_t gen);
 ngx_atomic_uint_t ngx_foko_chat_cache_gen(ngx_foko_chat_shm_ctx_t *ctx);
 
 /* NGX_OK: cached, *member says if "user" is in it; NGX_DECLINED: not */
@@ -64,6 +65,14 @@ ngx_int_t ngx_foko_chat_cache_page(ngx_foko_chat_shm_ctx_t *ctx,
  */
 ngx_int_t ngx_foko_chat_cache_evict_locked(ngx_foko_chat_shm_ctx_t *ctx,
     void *keep);
+
+/*
+ * GET /api/channels's { id, name, direct, members, last_message,
+ * last_seq } of a channel, with its creation time, or NULL if the zone
+ * cannot say it exactly.
+ */
+json_t *ngx_foko_chat_cache_describe(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t *created);
 
 /* the message of "author" with "client_id" if the ring has it */
 json_t *ngx_foko_chat_cache_find_client_id(ngx_foko_chat_shm_ctx_t *ctx,

@@ -20,6 +20,7 @@
 #include "ngx_foko_chat_store.h"
 #include "ngx_foko_chat_task.h"
 #include "ngx_foko_chat_writer.h"
+#include "ngx_foko_chat_users.h"
 
 
 static void ngx_foko_chat_messages_list_run(ngx_foko_chat_msg_op_t *op);
@@ -773,6 +774,8 @@ ngx_foko_chat_messages_read_done(ngx_foko_chat_task_t *task)
     }
 
     /* stored: the members hear of it, also if the reader went away */
+    ngx_foko_chat_users_read(ngx_foko_chat_messages_conf()->shm_zone->data,
+                             op->user, op->ch.id, op->seq);
     ngx_foko_chat_event_read(op->ch.id, op->user, op->seq);
 
     ngx_memzero(&a, sizeof(ngx_foko_chat_answer_t));

@@ -102,6 +102,7 @@ typedef struct {
     ngx_queue_t                users_lru;
     ngx_uint_t                 nusers;
     ngx_atomic_t               users_gen;      /* bumped by every change */
+    ngx_atomic_t               reads_gen;      /* ... by every mark read */
 
     /* posts by client_id, pending or stored: ngx_foko_chat_messages_idem.c */
     ngx_rbtree_t               posts;

@@ -286,7 +286,7 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
     body = json_pack("{s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},"
                      "s:{s:s,s:I},s:{s:s%,s:I},"
                      "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},"
-                     "s:{s:I,s:I,s:I}}",
+                     "s:{s:I,s:I},s:{s:I,s:I,s:I}}",
                      "pid", (json_int_t) ngx_pid,
                      "connections", ngx_foko_chat_status_connections(),
                      "zone",
@@ -317,6 +317,11 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
                      "accounts",
                        "from_zone", (json_int_t) sh->stats.accounts_zone,
                        "from_mongodb", (json_int_t) sh->stats.accounts_mongo,
+                     "channel_lists",
+                       "from_zone",
+                         (json_int_t) sh->stats.channel_lists_zone,
+                       "from_mongodb",
+                         (json_int_t) sh->stats.channel_lists_mongo,
                      "posts",
                        "queued", (json_int_t) queued,
                        "channel_loads", (json_int_t) loads,
@@ -531,6 +536,16 @@ ngx_foko_chat_status_prometheus(ngx_http_request_t *r)
                        st->accounts_zone);
     ngx_foko_chat_prom(b, "foko_chat_accounts_total{from=\"mongodb\"} %uA\n",
                        st->accounts_mongo);
+
+    ngx_foko_chat_prom_family(b, "foko_chat_channel_lists_total", "counter",
+                              "GET /api/channels answers, by where they "
+                              "came from.");
+    ngx_foko_chat_prom(b,
+                       "foko_chat_channel_lists_total{from=\"zone\"} %uA\n",
+                       st->channel_lists_zone);
+    ngx_foko_chat_prom(b,
+                       "foko_chat_channel_lists_total{from=\"mongodb\"} "
+                       "%uA\n", st->channel_lists_mongo);
 
     /* MongoDB */
 

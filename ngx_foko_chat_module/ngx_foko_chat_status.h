@@ -57,6 +57,8 @@ typedef struct {
     ngx_atomic_t               signins_mongo;  /* ... from MongoDB */
     ngx_atomic_t               accounts_zone;  /* sign-in, GET /api/me */
     ngx_atomic_t               accounts_mongo;
+    ngx_atomic_t               channel_lists_zone;  /* GET /api/channels */
+    ngx_atomic_t               channel_lists_mongo;
     ngx_atomic_t               log_overruns;
     ngx_foko_chat_worker_stats_t  workers[NGX_FOKO_CHAT_STATUS_WORKERS];
 } ngx_foko_chat_stats_t;

@@ -14,6 +14,11 @@
  * account: the username, the email and the password version that tokens
  * carry.  A reset or an accepted invitation forgets the user, so that a
  * token of the old version is refused at once.
+ *
+ * For GET /api/channels it keeps the user's read mark of each channel:
+ * unknown until a list read them from MongoDB, then raised by every mark
+ * stored (as MongoDB's $max does); a list read before a mark changed is
+ * not kept.
  */
 
 
@@ -27,9 +32,10 @@ typedef struct {
     int64_t                    ver;          /* password version */
     u_short                    name_len;
     u_short                    email_len;
+    unsigned                   reads_known:1;
     ngx_uint_t                 nchannels;
     u_char                     channels[1][NGX_FOKO_CHAT_OID_LEN];
-    /* then the username and the email */
+    /* then the read marks, the username and the email */
 } ngx_foko_chat_users_user_t;
 
 
@@ -43,7 +49,10 @@ typedef struct {
 
 static ngx_int_t ngx_foko_chat_users_keep_locked(
     ngx_foko_chat_shm_ctx_t *ctx, u_char *user, u_char *ids, size_t stride,
-    ngx_uint_t n, u_char *extra, ngx_foko_chat_users_account_t *a);
+    ngx_uint_t n, u_char *extra, ngx_foko_chat_users_account_t *a,
+    int64_t *reads);
+static ngx_int_t ngx_foko_chat_users_find(ngx_foko_chat_users_user_t *u,
+    u_char *channel);
 static void ngx_foko_chat_users_account_of(ngx_foko_chat_users_user_t *u,
     ngx_foko_chat_users_account_t *a);
 static void ngx_foko_chat_users_copy(ngx_foko_chat_users_user_t *u,
@@ -62,8 +71,12 @@ static ngx_uint_t ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u,
     ((ngx_rbtree_node_t *) ((u_char *) (u)                                    \
                             - offsetof(ngx_rbtree_node_t, color)))
 
+/* the user's read mark of each channel: the last seq read, 0 if none */
+#define ngx_foko_chat_users_reads(u)                                          \
+    ((int64_t *) (u)->channels[ngx_max((u)->nchannels, 1)])
+
 #define ngx_foko_chat_users_strings(u)                                        \
-    ((u)->channels[ngx_max((u)->nchannels, 1)])
+    ((u_char *) (ngx_foko_chat_users_reads(u) + ngx_max((u)->nchannels, 1)))
 
 
 void
@@ -162,7 +175,7 @@ ngx_foko_chat_users_put(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     } else {
         ids = found ? found[0].id : NULL;
         rc = ngx_foko_chat_users_keep_locked(ctx, user, ids, sizeof(*found),
-                                             ids ? n : 0, NULL, &a);
+                                             ids ? n : 0, NULL, &a, NULL);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -191,7 +204,10 @@ ngx_foko_chat_users_add(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     if (u && !ngx_foko_chat_users_has(u, channel)
         && ngx_foko_chat_users_keep_locked(ctx, user, u->channels[0],
                                            NGX_FOKO_CHAT_OID_LEN,
-                                           u->nchannels, channel, &a)
+                                           u->nchannels, channel, &a,
+                                           u->reads_known
+                                           ? ngx_foko_chat_users_reads(u)
+                                           : NULL)
            != NGX_OK)
     {
         /* no room: loaded again when next needed */
@@ -199,6 +215,139 @@ ngx_foko_chat_users_add(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
         if (u) {
             ngx_foko_chat_users_free(ctx, u);
         }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_foko_chat_users_reads_get(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    u_char (**ids)[NGX_FOKO_CHAT_OID_LEN], int64_t **reads, ngx_uint_t *n)
+{
+    size_t                       size;
+    ngx_int_t                    rc;
+    ngx_foko_chat_users_user_t  *u;
+
+    *ids = NULL;
+    *reads = NULL;
+    *n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_foko_chat_users_lookup(ctx->sh, user);
+
+    if (u == NULL || !u->reads_known) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    rc = NGX_OK;
+
+    if (u->nchannels == 0) {
+        goto done;
+    }
+
+    size = u->nchannels * (NGX_FOKO_CHAT_OID_LEN + sizeof(int64_t));
+
+    *reads = malloc(size);
+    if (*reads == NULL) {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    *ids = (void *) (*reads + u->nchannels);
+    ngx_memcpy(*reads, ngx_foko_chat_users_reads(u),
+               u->nchannels * sizeof(int64_t));
+    ngx_memcpy(*ids, u->channels, u->nchannels * NGX_FOKO_CHAT_OID_LEN);
+    *n = u->nchannels;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+ngx_atomic_uint_t
+ngx_foko_chat_users_reads_gen(ngx_foko_chat_shm_ctx_t *ctx)
+{
+    return ctx->sh->users_gen + ctx->sh->reads_gen;
+}
+
+
+/*
+ * The read marks MongoDB has ({ "<channel id>": seq }) into a known user
+ * whose channels are those of "found", unless a user or a mark changed
+ * since "gen".
+ */
+
+void
+ngx_foko_chat_users_reads_put(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    ngx_foko_chat_channel_doc_t *found, ngx_uint_t n, json_t *reads,
+    ngx_atomic_uint_t gen)
+{
+    u_char                       id[NGX_FOKO_CHAT_OID_SIZE];
+    int64_t                     *marks;
+    ngx_uint_t                   i;
+    ngx_foko_chat_users_user_t  *u;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_foko_chat_users_lookup(ctx->sh, user);
+
+    if (u == NULL || u->nchannels != n
+        || ctx->sh->users_gen + ctx->sh->reads_gen != gen)
+    {
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!ngx_foko_chat_users_has(u, found[i].id)) {
+            goto done;
+        }
+    }
+
+    marks = ngx_foko_chat_users_reads(u);
+    id[NGX_FOKO_CHAT_OID_LEN] = '\0';
+
+    for (i = 0; i < n; i++) {
+        ngx_memcpy(id, u->channels[i], NGX_FOKO_CHAT_OID_LEN);
+        marks[i] = json_integer_value(json_object_get(reads, (char *) id));
+    }
+
+    u->reads_known = 1;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* a mark read stored in MongoDB: marks only rise, as there ($max) */
+
+void
+ngx_foko_chat_users_read(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    u_char *channel, int64_t seq)
+{
+    ngx_int_t                    i;
+    ngx_foko_chat_users_user_t  *u;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ctx->sh->reads_gen++;
+
+    u = ngx_foko_chat_users_lookup(ctx->sh, user);
+    i = u ? ngx_foko_chat_users_find(u, channel) : -1;
+
+    if (i >= 0 && u->reads_known) {
+        ngx_foko_chat_users_reads(u)[i] =
+                               ngx_max(ngx_foko_chat_users_reads(u)[i], seq);
+
+    } else if (u) {
+        /* a channel the zone does not list: loaded again when needed */
+        u->reads_known = 0;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -267,14 +416,15 @@ ngx_foko_chat_users_evict_locked(ngx_foko_chat_shm_ctx_t *ctx, void *keep)
 
 /*
  * With the zone locked: "user" with "n" ids ("stride" bytes apart),
- * "extra" if not NULL, and account "a", in place of what was kept of the
- * user ("a" may point into that).
+ * "extra" if not NULL, account "a" and the read marks of the "n" ids if
+ * "reads" is not NULL ("extra" is a new channel: none), in place of what
+ * was kept of the user ("a" and "reads" may point into that).
  */
 
 static ngx_int_t
 ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     u_char *ids, size_t stride, ngx_uint_t n, u_char *extra,
-    ngx_foko_chat_users_account_t *a)
+    ngx_foko_chat_users_account_t *a, int64_t *reads)
 {
     u_char                      *p;
     size_t                       size;
@@ -292,7 +442,7 @@ ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
 
     size = offsetof(ngx_rbtree_node_t, color)
            + offsetof(ngx_foko_chat_users_user_t, channels)
-           + ngx_max(total, 1) * NGX_FOKO_CHAT_OID_LEN
+           + ngx_max(total, 1) * (NGX_FOKO_CHAT_OID_LEN + sizeof(int64_t))
            + a->name.len + a->email.len;
 
     node = ngx_foko_chat_shm_alloc_locked(ctx, size, old);
@@ -312,6 +462,17 @@ ngx_foko_chat_users_keep_locked(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
 
     if (extra) {
         ngx_memcpy(u->channels[n], extra, NGX_FOKO_CHAT_OID_LEN);
+    }
+
+    u->reads_known = (reads != NULL);
+
+    if (reads) {
+        ngx_memcpy(ngx_foko_chat_users_reads(u), reads,
+                   n * sizeof(int64_t));
+    }
+
+    if (reads && extra) {
+        ngx_foko_chat_users_reads(u)[n] = 0;
     }
 
     u->ver = a->ver;
@@ -352,15 +513,22 @@ ngx_foko_chat_users_free(ngx_foko_chat_shm_ctx_t *ctx,
 static ngx_uint_t
 ngx_foko_chat_users_has(ngx_foko_chat_users_user_t *u, u_char *channel)
 {
+    return ngx_foko_chat_users_find(u, channel) >= 0;
+}
+
+
+static ngx_int_t
+ngx_foko_chat_users_find(ngx_foko_chat_users_user_t *u, u_char *channel)
+{
     ngx_uint_t  i;
 
     for (i = 0; i < u->nchannels; i++) {
         if (ngx_memcmp(u->channels[i], channel, NGX_FOKO_CHAT_OID_LEN) == 0) {
-            return 1;
+            return (ngx_int_t) i;
         }
     }
 
-    return 0;
+    return -1;
 }
 
 

@@ -1,7 +1,8 @@
 
 /*
- * Foko chat: each user's channel ids and account in the shared zone, so
- * that a sign-in and GET /api/me need no MongoDB query for them.
+ * Foko chat: each user's channel ids, read marks and account in the
+ * shared zone, so that a sign-in, GET /api/me and GET /api/channels need
+ * no MongoDB query for them.
  */
 
 
@@ -51,6 +52,25 @@ void ngx_foko_chat_users_forget(ngx_foko_chat_shm_ctx_t *ctx, u_char *user);
 
 /* after a change that does not say whose: every user is */
 void ngx_foko_chat_users_forget_all(ngx_foko_chat_shm_ctx_t *ctx);
+
+/*
+ * GET /api/channels: NGX_OK with the channel ids of "user" and its read
+ * marks, one malloc()ed block (free *reads; *ids point into it, both NULL
+ * when there are none); NGX_DECLINED if the zone does not know the user
+ * or its marks; NGX_ERROR: no memory.
+ */
+ngx_int_t ngx_foko_chat_users_reads_get(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *user, u_char (**ids)[NGX_FOKO_CHAT_OID_LEN], int64_t **reads,
+    ngx_uint_t *n);
+/* read before MongoDB is asked for the marks */
+ngx_atomic_uint_t ngx_foko_chat_users_reads_gen(ngx_foko_chat_shm_ctx_t *ctx);
+/* the marks MongoDB gave, kept unless a user or a mark changed since */
+void ngx_foko_chat_users_reads_put(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *user, ngx_foko_chat_channel_doc_t *found, ngx_uint_t n,
+    json_t *reads, ngx_atomic_uint_t gen);
+/* after a mark read was stored: "seq" as MongoDB took it */
+void ngx_foko_chat_users_read(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
+    u_char *channel, int64_t seq);
 
 /* with the zone locked: evicts the coldest user but "keep" */
 ngx_int_t ngx_foko_chat_users_evict_locked(ngx_foko_chat_shm_ctx_t *ctx,

@@ -30,20 +30,7 @@ _EOC_
 my @pids = wait_workers(2);
 is scalar @pids, 2, 'two workers';
 
-sub accounts {
-    my ($st, $s) = api(GET => '/status', undef, timeout => 5);
-    die "GET /status: $st\n" unless $st == 200;
-    return [@{ $s->{accounts} }{qw(from_zone from_mongodb)}];
-}
-
-# what the account counters moved by while $code ran
-sub counted {
-    my ($code) = @_;
-    my $before = accounts();
-    $code->();
-    my $after = accounts();
-    return [$after->[0] - $before->[0], $after->[1] - $before->[1]];
-}
+sub counted { zone_counted(accounts => @_) }
 
 my $email = unique_email('ana');
 my ($token, $ana) = signup(username => 'ana', email => $email);

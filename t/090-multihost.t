@@ -138,6 +138,26 @@ my ($later) = map { $_->{channel}{id} }
 is $status, 201, 'alice posts there on host A';
 ok wait_until(sub { $dave_ws->seqs($later) >= 1 }, 5),
     'dave gets it on host C, in the channel he just joined';
+
+# --- with Redis the channel list reads MongoDB: marks of other hosts count --
+
+sub bob_unread {
+    my $h = shift;
+    my ($st, $list) = on_host($h, sub {
+        api(GET => '/api/channels', undef, token => $bob)
+    });
+    return join ',', map { $_->{unread} } grep { $_->{id} eq $cid } @$list;
+}
+
+is bob_unread($C), '15', 'bob on host C: 15 unread';
+is bob_unread($C), '15', 'twice';
+($status) = on_host($B, sub {
+    api(POST => "/api/channels/$cid/read", { seq => 15 }, token => $bob)
+});
+is $status, 200, 'bob marks all read on host B';
+is bob_unread($C), '0', 'host C lists none unread at once';
+is status_of($C)->{channel_lists}{from_zone}, 0,
+    'host C answered every list from MongoDB';
 is_deeply [$dave_ws->seqs($later)], [1], 'once';
 
 # --- typing and read marks cross too ---------------------------------------

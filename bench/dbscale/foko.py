@@ -4,7 +4,8 @@ document shapes.  Loopback only.
 
 The documents are those of ngx_foko_chat_store*.c:
 
-    users     {_id, email, username, hash, ver: int64, created: date}
+    users     {_id, email, username, username_key (lowercased), hash,
+               ver: int64, created: date}
     channels  {_id, name, direct: false, members: [oid], created: date}
     messages  {_id, channel_id, seq: int64, author_id, author_name, text,
                created: date, client_id?}
@@ -195,7 +196,8 @@ def now_date():
 
 def user_doc(oid, i, pw_hash, created):
     return {"_id": oid, "email": "u%d@bench.test" % i, "username": "u%d" % i,
-            "hash": pw_hash, "ver": Int64(0), "created": created}
+            "username_key": "u%d" % i, "hash": pw_hash, "ver": Int64(0),
+            "created": created}
 
 
 def channel_doc(oid, name, members, created):

@@ -109,7 +109,8 @@ def run_op(op, fn, args, db, fpid):
          "p99_ms": ms(foko.quantile(op.samples, 0.99)),
          "max_ms": ms(max(op.samples) if op.samples else None),
          "mongo_cmds_per_op": round((c1 - c0) / done, 1) if done else None,
-         "waited_idle_s": round(idle, 1)}
+         "waited_idle_s": round(idle, 1),
+         "samples_ms": [ms(dt) for dt in op.samples]}
     print("  %-20s n=%-3d p50 %10s ms  p99 %10s ms  cmds/op %-6s%s"
           % (op.name, r["n"], r["p50_ms"], r["p99_ms"],
              r["mongo_cmds_per_op"],

@@ -28,7 +28,7 @@ our @EXPORT = qw(
     foko_http_config start_foko stop_foko api api_send api_recv
     signup unique_email unique_username ferretdb_start ferretdb_stop jwt_secret free_port
     error_log_text json redis_start redis_stop redis_cli start_foko_host
-    stop_foko_host on_host
+    stop_foko_host on_host zone_counted
 );
 
 my $Json = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -111,6 +111,21 @@ sub api_recv {
 sub api {
     my ($method, $path, $body, %o) = @_;
     return api_recv(api_send($method, $path, $body, %o), $o{timeout});
+}
+
+# What the /status counters $what.from_zone and $what.from_mongodb moved
+# by while $code ran: [zone, mongodb].
+sub zone_counted {
+    my ($what, $code) = @_;
+    my $counts = sub {
+        my ($st, $s) = api(GET => '/status', undef, timeout => 5);
+        die "GET /status: $st\n" unless $st == 200;
+        return [@{ $s->{$what} }{qw(from_zone from_mongodb)}];
+    };
+    my $before = $counts->();
+    $code->();
+    my $after = $counts->();
+    return [$after->[0] - $before->[0], $after->[1] - $before->[1]];
 }
 
 # An email no other test run has used.
