@@ -799,7 +799,7 @@ ngx_foko_chat_messages_cache(ngx_foko_chat_msg_op_t *op)
     }
 
     (void) ngx_foko_chat_cache_put_channel(
-               ngx_foko_chat_messages_conf()->shm_zone->data, &op->ch,
+               ngx_foko_chat_messages_conf()->shm_zone->data, &op->ch, NULL,
                op->latest, op->ring_size, op->cache_gen);
 }
 

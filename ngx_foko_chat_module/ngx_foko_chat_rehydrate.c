@@ -272,7 +272,7 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
 
     json_t                   *last;
     int64_t                   seq;
-    ngx_uint_t                i, loaded, member;
+    ngx_uint_t                i, loaded, users, member;
     ngx_foko_chat_shm_ctx_t  *shm;
 
     static u_char             nobody[NGX_FOKO_CHAT_OID_LEN + 1];
@@ -291,6 +291,9 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
         goto done;
     }
 
+    /* the users first: the channels take their members' names from them */
+    users = ngx_foko_chat_rehydrate_put_users(rh, shm);
+
     for (i = 0; i < rh->n; i++) {
         last = json_array_get(rh->latest[i],
                               json_array_size(rh->latest[i]) - 1);
@@ -308,7 +311,7 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
             continue;
         }
 
-        if (ngx_foko_chat_cache_put_channel(shm, &rh->channels[i],
+        if (ngx_foko_chat_cache_put_channel(shm, &rh->channels[i], NULL,
                                             rh->ring_size
                                             ? rh->latest[i] : NULL,
                                             rh->ring_size, rh->cache_gen)
@@ -324,7 +327,7 @@ ngx_foko_chat_rehydrate_done(ngx_foko_chat_task_t *task)
     ngx_log_error(NGX_LOG_NOTICE, task->log, 0,
                   "foko chat: the shared zone is warmed up with %ui of the "
                   "newest channels and %ui users", loaded,
-                  ngx_foko_chat_rehydrate_put_users(rh, shm));
+                  users);
 
 done:
 

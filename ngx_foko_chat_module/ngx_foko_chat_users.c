@@ -532,6 +532,25 @@ ngx_foko_chat_users_find(ngx_foko_chat_users_user_t *u, u_char *channel)
 }
 
 
+ngx_str_t
+ngx_foko_chat_users_name_locked(ngx_foko_chat_sh_t *sh, u_char *user)
+{
+    ngx_str_t                    name;
+    ngx_foko_chat_users_user_t  *u;
+
+    ngx_str_null(&name);
+
+    u = ngx_foko_chat_users_lookup(sh, user);
+
+    if (u) {
+        name.data = ngx_foko_chat_users_strings(u);
+        name.len = u->name_len;
+    }
+
+    return name;
+}
+
+
 static void
 ngx_foko_chat_users_account_of(ngx_foko_chat_users_user_t *u,
     ngx_foko_chat_users_account_t *a)

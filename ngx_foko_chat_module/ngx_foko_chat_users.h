@@ -72,6 +72,10 @@ void ngx_foko_chat_users_reads_put(ngx_foko_chat_shm_ctx_t *ctx,
 void ngx_foko_chat_users_read(ngx_foko_chat_shm_ctx_t *ctx, u_char *user,
     u_char *channel, int64_t seq);
 
+/* with the zone locked: the username of a known user, or a zero length */
+ngx_str_t ngx_foko_chat_users_name_locked(ngx_foko_chat_sh_t *sh,
+    u_char *user);
+
 /* with the zone locked: evicts the coldest user but "keep" */
 ngx_int_t ngx_foko_chat_users_evict_locked(ngx_foko_chat_shm_ctx_t *ctx,
     void *keep);
