@@ -10,7 +10,7 @@
  */
 
 
-#include "ngx_foko_chat_channels.h"
+#include "ngx_foko_chat_channels_int.h"
 #include "ngx_foko_chat_event.h"
 #include "ngx_foko_chat_auth.h"
 #include "ngx_foko_chat_cache.h"
@@ -21,64 +21,8 @@
 #include "ngx_foko_chat_task.h"
 #include "ngx_foko_chat_bus.h"
 #include "ngx_foko_chat_presence.h"
-#include "ngx_foko_chat_redis.h"
-#include "ngx_foko_chat_seq.h"
 
 
-typedef struct ngx_foko_chat_channel_op_s  ngx_foko_chat_channel_op_t;
-
-typedef void (*ngx_foko_chat_channel_run_pt)(ngx_foko_chat_channel_op_t *op);
-
-
-struct ngx_foko_chat_channel_op_s {
-    ngx_foko_chat_channel_run_pt   run;
-
-    /* input */
-    u_char                         user[NGX_FOKO_CHAT_OID_SIZE];
-    u_char                         username[NGX_FOKO_CHAT_USERNAME_MAX + 1];
-    u_char                         channel[NGX_FOKO_CHAT_OID_SIZE];
-    ngx_foko_chat_channel_doc_t    ch;
-    ngx_uint_t                     max_members;
-    ngx_foko_chat_user_t           invitee;
-
-    /* output */
-    ngx_int_t                      rc;          /* NGX_ERROR: storage */
-    u_char                         err[NGX_FOKO_CHAT_ERR_LEN];
-    ngx_uint_t                     status;
-    ngx_foko_chat_err_e            error;       /* the answer, if not E_NONE */
-    json_t                        *result;
-    unsigned                       invited:1;
-    unsigned                       changed:1;   /* members or name */
-
-    /* what the members' connections hear: "created", "joined"... */
-    const char                    *event;
-
-    /* GET /api/channels: what MongoDB said, kept in the zone after */
-    ngx_foko_chat_channel_doc_t   *found;
-    ngx_uint_t                     nfound;
-    json_t                        *reads;
-    json_t                        *kept;        /* [names, page] each */
-    ngx_uint_t                     ring_size;
-    ngx_atomic_uint_t              users_gen;
-    ngx_atomic_uint_t              reads_gen;
-    ngx_atomic_uint_t              cache_gen;
-    ngx_foko_chat_user_t           account;     /* if the zone lacks it */
-    unsigned                       load_user:1;
-    unsigned                       user_loaded:1;
-};
-
-
-typedef struct {
-    int64_t                        created;
-    json_t                        *channel;
-} ngx_foko_chat_channel_sort_t;
-
-
-static ngx_int_t ngx_foko_chat_channels_start(ngx_http_request_t *r,
-    ngx_foko_chat_api_ctx_t *ctx, ngx_foko_chat_task_t *task,
-    ngx_foko_chat_channel_run_pt run);
-static ngx_foko_chat_task_t *ngx_foko_chat_channels_task(
-    ngx_http_request_t *r, ngx_foko_chat_api_ctx_t *ctx);
 static void ngx_foko_chat_channels_thread(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task);
@@ -87,15 +31,6 @@ static void ngx_foko_chat_channels_invite_mail(ngx_foko_chat_task_t *task);
 static const char *ngx_foko_chat_channels_name(json_t *body, u_char *out,
     ngx_uint_t required);
 
-static ngx_int_t ngx_foko_chat_channels_from_zone(ngx_http_request_t *r,
-    ngx_foko_chat_api_ctx_t *ctx);
-static json_t *ngx_foko_chat_channels_zone_list(ngx_foko_chat_shm_ctx_t *shm,
-    u_char (*ids)[NGX_FOKO_CHAT_OID_LEN], int64_t *reads, ngx_uint_t n);
-static int ngx_libc_cdecl ngx_foko_chat_channels_cmp(const void *one,
-    const void *two);
-static void ngx_foko_chat_channels_list_run(ngx_foko_chat_channel_op_t *op);
-static void ngx_foko_chat_channels_list_keep(ngx_foko_chat_channel_op_t *op,
-    ngx_uint_t failed);
 static void ngx_foko_chat_channels_create_run(
     ngx_foko_chat_channel_op_t *op);
 static void ngx_foko_chat_channels_get_run(ngx_foko_chat_channel_op_t *op);
@@ -107,185 +42,8 @@ static void ngx_foko_chat_channels_leave_run(ngx_foko_chat_channel_op_t *op);
 
 static ngx_int_t ngx_foko_chat_channels_find_mine(
     ngx_foko_chat_channel_op_t *op);
-static json_t *ngx_foko_chat_channels_describe(
-    ngx_foko_chat_channel_op_t *op, ngx_foko_chat_channel_doc_t *ch,
-    json_t *reads, ngx_uint_t limit, json_t *kept);
-static void ngx_foko_chat_channels_online(json_t *result);
 static void ngx_foko_chat_channels_fail(ngx_foko_chat_channel_op_t *op,
     ngx_foko_chat_err_e e);
-
-
-/*
- * GET /api/channels: from the zone when it knows the caller's channels,
- * read marks and every channel of them (one host only: with Redis, marks
- * and changes made on other hosts do not reach this zone); else from
- * MongoDB, and what was read is kept in the zone for the next call.
- */
-
-ngx_int_t
-ngx_foko_chat_channels_list(ngx_http_request_t *r,
-    ngx_foko_chat_api_ctx_t *ctx)
-{
-    ngx_int_t                    rc;
-    ngx_foko_chat_task_t        *task;
-    ngx_foko_chat_shm_ctx_t     *shm;
-    ngx_foko_chat_main_conf_t   *fmcf;
-    ngx_foko_chat_channel_op_t  *op;
-
-    if (!ngx_foko_chat_redis_on()) {
-        rc = ngx_foko_chat_channels_from_zone(r, ctx);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-    }
-
-    ngx_foko_chat_stat_inc(channel_lists_mongo);
-
-    task = ngx_foko_chat_channels_task(r, ctx);
-    if (task == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
-    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
-
-    op = task->data;
-    op->ring_size = fmcf->history_cache;
-
-    if (shm) {
-        op->users_gen = ngx_foko_chat_users_gen(shm);
-        op->reads_gen = ngx_foko_chat_users_reads_gen(shm);
-        op->cache_gen = ngx_foko_chat_cache_gen(shm);
-        op->load_user = (ngx_foko_chat_users_get(shm, op->user, NULL, NULL,
-                                                 NULL)
-                         == NGX_DECLINED);
-    }
-
-    return ngx_foko_chat_channels_start(r, ctx, task,
-                                        ngx_foko_chat_channels_list_run);
-}
-
-
-static ngx_int_t
-ngx_foko_chat_channels_from_zone(ngx_http_request_t *r,
-    ngx_foko_chat_api_ctx_t *ctx)
-{
-    json_t                   *list;
-    int64_t                  *reads;
-    ngx_int_t                 rc;
-    ngx_uint_t                n;
-    ngx_foko_chat_shm_ctx_t  *shm;
-    u_char                  (*ids)[NGX_FOKO_CHAT_OID_LEN];
-
-    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
-
-    if (shm == NULL) {
-        return NGX_DECLINED;
-    }
-
-    rc = ngx_foko_chat_users_reads_get(shm, ctx->claims.sub, &ids, &reads,
-                                       &n);
-    if (rc != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    list = ngx_foko_chat_channels_zone_list(shm, ids, reads, n);
-    free(reads);
-
-    if (list == NULL) {
-        return NGX_DECLINED;
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "foko chat: %ui channels listed from the zone", n);
-
-    ngx_foko_chat_stat_inc(channel_lists_zone);
-    ngx_foko_chat_channels_online(list);
-
-    return ngx_foko_chat_json_send(r, NGX_HTTP_OK, list);
-}
-
-
-/* in MongoDB's order: the newest channel first (created, then id) */
-
-static json_t *
-ngx_foko_chat_channels_zone_list(ngx_foko_chat_shm_ctx_t *shm,
-    u_char (*ids)[NGX_FOKO_CHAT_OID_LEN], int64_t *reads, ngx_uint_t n)
-{
-    json_t                        *list, *j;
-    int64_t                        last;
-    ngx_uint_t                     i, got, ok;
-    ngx_foko_chat_channel_sort_t  *all;
-
-    list = json_array();
-    all = n ? ngx_alloc(n * sizeof(ngx_foko_chat_channel_sort_t),
-                        ngx_cycle->log)
-            : NULL;
-
-    if (list == NULL || (n && all == NULL)) {
-        json_decref(list);
-        return NULL;
-    }
-
-    for (got = 0; got < n; got++) {
-        j = ngx_foko_chat_cache_describe(shm, ids[got], &all[got].created);
-        if (j == NULL) {
-            break;
-        }
-
-        last = json_integer_value(json_object_get(j, "last_seq"));
-        all[got].channel = j;
-
-        if (json_object_set_new(j, "unread",
-                                json_integer(ngx_max(last - reads[got], 0)))
-            != 0)
-        {
-            got++;
-            break;
-        }
-    }
-
-    ok = (got == n);
-
-    if (ok) {
-        ngx_qsort(all, n, sizeof(ngx_foko_chat_channel_sort_t),
-                  ngx_foko_chat_channels_cmp);
-    }
-
-    for (i = 0; i < got; i++) {
-        if (!ok) {
-            json_decref(all[i].channel);
-
-        } else if (json_array_append_new(list, all[i].channel) != 0) {
-            ok = 0;
-        }
-    }
-
-    if (!ok) {
-        json_decref(list);
-        list = NULL;
-    }
-
-    if (all) {
-        ngx_free(all);
-    }
-
-    return list;
-}
-
-
-static int ngx_libc_cdecl
-ngx_foko_chat_channels_cmp(const void *one, const void *two)
-{
-    const ngx_foko_chat_channel_sort_t  *a = one, *b = two;
-
-    if (a->created != b->created) {
-        return a->created > b->created ? -1 : 1;
-    }
-
-    return -ngx_strcmp(json_string_value(json_object_get(a->channel, "id")),
-                       json_string_value(json_object_get(b->channel, "id")));
-}
 
 
 /* POST /api/channels {name?, members: [id]} */
@@ -502,7 +260,7 @@ ngx_foko_chat_send_not_found(ngx_http_request_t *r)
 }
 
 
-static ngx_foko_chat_task_t *
+ngx_foko_chat_task_t *
 ngx_foko_chat_channels_task(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx)
 {
@@ -534,7 +292,7 @@ ngx_foko_chat_channels_task(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_foko_chat_channels_start(ngx_http_request_t *r,
     ngx_foko_chat_api_ctx_t *ctx, ngx_foko_chat_task_t *task,
     ngx_foko_chat_channel_run_pt run)
@@ -601,8 +359,8 @@ ngx_foko_chat_channels_done(ngx_foko_chat_task_t *task)
 
     r = task->request;
 
-    if (op->run == ngx_foko_chat_channels_list_run) {
-        ngx_foko_chat_channels_list_keep(op, task->failed);
+    if (op->keep) {
+        op->keep(op, task->failed);
     }
 
     result = op->result;
@@ -782,134 +540,6 @@ ngx_foko_chat_channels_name(json_t *body, u_char *out, ngx_uint_t required)
 
 
 /* the pool thread's side: MongoDB calls, then the answer to send */
-
-static void
-ngx_foko_chat_channels_list_run(ngx_foko_chat_channel_op_t *op)
-{
-    json_t      *list, *item;
-    ngx_uint_t   i, n;
-
-    if (ngx_foko_chat_store_channels_of(op->user, &op->found, &op->nfound,
-                                        op->err)
-        != NGX_OK)
-    {
-        op->rc = NGX_ERROR;
-        return;
-    }
-
-    n = op->nfound;
-
-    if (ngx_foko_chat_store_reads_of(op->user, &op->reads, op->err)
-        != NGX_OK)
-    {
-        op->rc = NGX_ERROR;
-        n = 0;
-    }
-
-    list = op->rc == NGX_OK ? json_array() : NULL;
-    op->kept = list ? json_array() : NULL;
-
-    for (i = 0; i < n; i++) {
-        item = list ? ngx_foko_chat_channels_describe(op, &op->found[i],
-                                                      op->reads,
-                                                      op->ring_size,
-                                                      op->kept)
-                    : NULL;
-
-        if (item == NULL || json_array_append_new(list, item) != 0) {
-            json_decref(list);
-            list = NULL;
-        }
-    }
-
-    if (op->rc == NGX_OK && list == NULL) {
-        op->rc = NGX_ERROR;
-    }
-
-    op->result = list;
-
-    if (list && op->load_user) {
-        /* the account too, for the zone to know the user */
-        ngx_memcpy(op->account.id, op->user, sizeof(op->account.id));
-        op->user_loaded = (ngx_foko_chat_store_user_by_id(&op->account,
-                                                          op->err)
-                           == NGX_OK);
-        op->err[0] = '\0';
-    }
-}
-
-
-/*
- * On the event loop, after a list from MongoDB: the caller's read marks
- * into the zone, and the channels it could not list, with their latest
- * messages (as a post's membership load does), so that the next list is
- * served from the zone.  Not with Redis, whose lists read MongoDB.
- */
-
-static void
-ngx_foko_chat_channels_list_keep(ngx_foko_chat_channel_op_t *op,
-    ngx_uint_t failed)
-{
-    json_t                       *kept, *page, *held;
-    int64_t                       last, created;
-    ngx_uint_t                    i;
-    ngx_foko_chat_shm_ctx_t      *shm;
-    ngx_foko_chat_channel_doc_t  *ch;
-
-    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
-
-    if (shm && !failed && op->rc == NGX_OK && op->result
-        && json_array_size(op->kept) == op->nfound
-        && !ngx_foko_chat_redis_on())
-    {
-        if (op->user_loaded && !op->account.invited) {
-            (void) ngx_foko_chat_users_put(shm, op->user, op->found,
-                                           op->nfound, &op->account,
-                                           op->users_gen);
-        }
-
-        ngx_foko_chat_users_reads_put(shm, op->user, op->found, op->nfound,
-                                      op->reads, op->reads_gen);
-
-        for (i = 0; i < op->nfound; i++) {
-            ch = &op->found[i];
-
-            /* also one cached with a member's username not known then */
-
-            held = ngx_foko_chat_cache_describe(shm, ch->id, &created);
-
-            if (held) {
-                json_decref(held);
-                continue;
-            }
-
-            kept = json_array_get(op->kept, i);
-            page = json_array_get(kept, 1);
-            last = json_integer_value(json_object_get(
-                       json_array_get(page, json_array_size(page) - 1),
-                       "seq"));
-
-            if (ngx_foko_chat_seq_load(shm, ch->id, last) == NGX_OK) {
-                (void) ngx_foko_chat_cache_put_channel(shm, ch,
-                                                json_array_get(kept, 0),
-                                                page, op->ring_size,
-                                                op->cache_gen);
-            }
-        }
-    }
-
-    for (i = 0; op->found && i < op->nfound; i++) {
-        ngx_foko_chat_store_channel_doc_free(&op->found[i]);
-    }
-
-    free(op->found);
-    op->found = NULL;
-    json_decref(op->reads);
-    op->reads = NULL;
-    json_decref(op->kept);
-    op->kept = NULL;
-}
-
 
 static void
 ngx_foko_chat_channels_create_run(ngx_foko_chat_channel_op_t *op)
@@ -1139,7 +769,7 @@ ngx_foko_chat_channels_find_mine(ngx_foko_chat_channel_op_t *op)
  * last_seq, unread }; "reads" (the caller's read marks) may be NULL.
  */
 
-static json_t *
+json_t *
 ngx_foko_chat_channels_describe(ngx_foko_chat_channel_op_t *op,
     ngx_foko_chat_channel_doc_t *ch, json_t *reads, ngx_uint_t limit,
     json_t *kept)
@@ -1211,7 +841,7 @@ ngx_foko_chat_channels_describe(ngx_foko_chat_channel_op_t *op,
 
 /* members' "online", from the shared zone: in a channel or in a list */
 
-static void
+void
 ngx_foko_chat_channels_online(json_t *result)
 {
     json_t                   *channel, *members, *member;
