@@ -11,6 +11,11 @@
  * moves the channel past the hole like any message.  A seq the dead
  * worker did store after all is published as what it holds (see
  * ngx_foko_chat_writer.c).
+ *
+ * With several hosts, the seqs of another host that a channel waits for
+ * (their events lost with Redis, or the host died) go the same way, all
+ * of a channel at once: those MongoDB has are published in seq order,
+ * the others get their tombstone.
  */
 
 
@@ -96,8 +101,9 @@ ngx_foko_chat_gaps_check(ngx_event_t *ev)
 
     if (n) {
         ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                      "foko chat: %ui seqs that a worker gone took are "
-                      "filled with gap tombstones, %ui queued", n, queued);
+                      "foko chat: %ui seqs that a worker gone or another "
+                      "host took are filled from MongoDB or with gap "
+                      "tombstones, %ui queued", n, queued);
     }
 
     ngx_free(gaps);

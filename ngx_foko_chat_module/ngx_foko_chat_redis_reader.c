@@ -887,6 +887,9 @@ ngx_foko_chat_redis_lost(const char *why, ngx_uint_t partition)
     if (why) {
         (void) ngx_atomic_fetch_add(&ctx->sh->redis.losses, 1);
 
+        /* the holes the lost events leave are filled soon (gaps.c) */
+        ctx->sh->redis.lost_at = ngx_time();
+
         if (partition == (ngx_uint_t) NGX_ERROR) {
             ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                           "foko chat: events of other hosts may be lost: "

@@ -11,7 +11,12 @@
  * The zone also records which worker took each seq not stored yet, so
  * that the seqs of a worker that died are known at once: the first worker
  * that sees the death takes them over and fills them with gap tombstones
- * (ngx_foko_chat_gaps.c), which readers and subscribers pass over.
+ * (ngx_foko_chat_gaps.c), which readers and subscribers pass over.  With
+ * several hosts, a seq that no worker here took and that stays missing
+ * (another host stored it and its event was lost with Redis, or a host
+ * died holding it) is taken over the same way, with every other such
+ * seq of its channel: MongoDB's message, if it has one, stands in for
+ * the tombstone.
  */
 
 
@@ -25,6 +30,7 @@
 
 #define NGX_FOKO_CHAT_SEQ_WINDOW  1024       /* bits of "stored" */
 #define NGX_FOKO_CHAT_SEQ_STALL   30         /* seconds */
+#define NGX_FOKO_CHAT_SEQ_LOST    2          /* seconds, after a loss */
 
 
 typedef struct {
@@ -56,6 +62,8 @@ static void ngx_foko_chat_seq_advance(ngx_foko_chat_seq_node_t *sn);
 static void ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n);
 static ngx_uint_t ngx_foko_chat_seq_dead_locked(ngx_foko_chat_sh_t *sh,
     u_char *dead);
+static ngx_uint_t ngx_foko_chat_seq_stalled(ngx_foko_chat_sh_t *sh,
+    ngx_foko_chat_seq_node_t *sn);
 static ngx_uint_t ngx_foko_chat_seq_adopt_locked(ngx_foko_chat_seq_node_t *sn,
     u_char *dead, ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t n, ngx_uint_t max);
 
@@ -281,12 +289,15 @@ ngx_foko_chat_seq_ack_locked(ngx_foko_chat_sh_t *sh, u_char *channel,
 /*
  * The highest seq up to which every message is stored; a hole that stays
  * for NGX_FOKO_CHAT_SEQ_STALL seconds (a worker died with the message) is
- * skipped, and logged.  Called with the zone locked.
+ * skipped, and logged.  One that no worker here took, with several hosts,
+ * is filled from MongoDB before (ngx_foko_chat_seq_orphans()): it is
+ * skipped only if that did not happen.  Called with the zone locked.
  */
 
 int64_t
 ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh, u_char *channel)
 {
+    time_t                     stall;
     ngx_uint_t                 i, any;
     ngx_foko_chat_seq_node_t  *sn;
 
@@ -296,7 +307,10 @@ ngx_foko_chat_seq_through_locked(ngx_foko_chat_sh_t *sh, u_char *channel)
         return -1;
     }
 
-    if (ngx_time() - sn->moved >= NGX_FOKO_CHAT_SEQ_STALL) {
+    stall = (sn->owner[0] == 0 && ngx_foko_chat_redis_on())
+            ? 2 * NGX_FOKO_CHAT_SEQ_STALL : NGX_FOKO_CHAT_SEQ_STALL;
+
+    if (ngx_time() - sn->moved >= stall) {
 
         any = 0;
 
@@ -440,7 +454,15 @@ ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
         /*
          * Other hosts stored them: their events come through Redis and
          * ack them, so that this host's subscribers get them in order.
+         * No worker here holds "seq" now: should its event be lost, the
+         * hole is filled from MongoDB (ngx_foko_chat_seq_orphans()).
          */
+        if (sn && seq > sn->through
+            && seq - sn->through - 1 < NGX_FOKO_CHAT_SEQ_WINDOW)
+        {
+            sn->owner[seq - sn->through - 1] = 0;
+        }
+
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         return;
     }
@@ -473,9 +495,10 @@ ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 
 
 /*
- * The seqs that workers now dead took and never stored, at most "max":
- * this worker takes them over (they are its own holes from now on, should
- * it die as well) and returns them, for the gap tombstones.
+ * The seqs that workers now dead took and never stored, and, with several
+ * hosts, those of a stalled channel that no worker here took, at most
+ * "max": this worker takes them over (they are its own holes from now on,
+ * should it die as well) and returns them, for the gap tombstones.
  */
 
 ngx_uint_t
@@ -483,15 +506,20 @@ ngx_foko_chat_seq_orphans(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t max)
 {
     u_char                     dead[NGX_FOKO_CHAT_SEQ_OWNERS + 1];
-    ngx_uint_t                 n, i;
+    ngx_uint_t                 n, i, any, hosts;
     ngx_rbtree_node_t         *node, *root, *sentinel;
     ngx_foko_chat_seq_node_t  *sn;
 
     n = 0;
 
+    /* a worker with no owner number could not tell its own takings */
+    hosts = ngx_foko_chat_redis_on() && ngx_foko_chat_seq_me;
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (!ngx_foko_chat_seq_dead_locked(ctx->sh, dead)) {
+    any = ngx_foko_chat_seq_dead_locked(ctx->sh, dead);
+
+    if (!any && !hosts) {
         goto done;
     }
 
@@ -503,10 +531,16 @@ ngx_foko_chat_seq_orphans(ngx_foko_chat_shm_ctx_t *ctx,
          node = ngx_rbtree_next(&ctx->sh->seqs, node))
     {
         sn = (ngx_foko_chat_seq_node_t *) &node->color;
-        n = ngx_foko_chat_seq_adopt_locked(sn, dead, gaps, n, max);
+
+        /* owner 0: a seq that another host took */
+        dead[0] = hosts && ngx_foko_chat_seq_stalled(ctx->sh, sn);
+
+        if (any || dead[0]) {
+            n = ngx_foko_chat_seq_adopt_locked(sn, dead, gaps, n, max);
+        }
     }
 
-    if (n < max) {
+    if (any && n < max) {
         /* every seq of theirs is taken over: the numbers are free again */
 
         for (i = 0; i < NGX_FOKO_CHAT_SEQ_OWNERS; i++) {
@@ -547,12 +581,49 @@ ngx_foko_chat_seq_dead_locked(ngx_foko_chat_sh_t *sh, u_char *dead)
 }
 
 
+/*
+ * Whether the channel has waited long enough at a hole that another host
+ * may hold: the stall period, or only NGX_FOKO_CHAT_SEQ_LOST after events
+ * of other hosts were lost (their seqs are stored, and will not come).
+ */
+
+static ngx_uint_t
+ngx_foko_chat_seq_stalled(ngx_foko_chat_sh_t *sh,
+    ngx_foko_chat_seq_node_t *sn)
+{
+    time_t  now, wait;
+
+    if (sn->last <= sn->through) {
+        return 0;
+    }
+
+    now = ngx_time();
+    wait = NGX_FOKO_CHAT_SEQ_STALL;
+
+    if (sh->redis.lost_at
+        && now - (time_t) sh->redis.lost_at < NGX_FOKO_CHAT_SEQ_STALL)
+    {
+        wait = NGX_FOKO_CHAT_SEQ_LOST;
+    }
+
+    return now - sn->moved >= wait;
+}
+
+
+/*
+ * Takes over the channel's seqs whose owner "dead" marks; all of them
+ * taken, the stall period starts again, for their tombstones to be
+ * stored.
+ */
+
 static ngx_uint_t
 ngx_foko_chat_seq_adopt_locked(ngx_foko_chat_seq_node_t *sn, u_char *dead,
     ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t n, ngx_uint_t max)
 {
     int64_t     i, out;
+    ngx_uint_t  start;
 
+    start = n;
     out = ngx_min(sn->last - sn->through, NGX_FOKO_CHAT_SEQ_WINDOW);
 
     for (i = 0; i < out && n < max; i++) {
@@ -567,6 +638,10 @@ ngx_foko_chat_seq_adopt_locked(ngx_foko_chat_seq_node_t *sn, u_char *dead,
         ngx_memcpy(gaps[n].channel, sn->id, NGX_FOKO_CHAT_OID_LEN);
         gaps[n].seq = sn->through + 1 + i;
         n++;
+    }
+
+    if (n > start && i == out) {
+        sn->moved = ngx_time();
     }
 
     return n;
