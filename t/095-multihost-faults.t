@@ -3,12 +3,13 @@
 # WebSocket posters retrying with their client_id on both hosts, and
 # subscribers resuming on both hosts in the same channels. Faults: Redis
 # killed and restarted empty, Redis paused 5 s, a worker of host B killed,
-# a reload of host B, host B killed whole (master and workers) and started
-# again 3 s later, MongoDB paused 5 s. After each: every acknowledged
-# post stored once under its seq, seqs 1..N with no gap, every subscriber
-# of either host got every message once and in seq order, history on
-# both hosts reaches the newest message and is the same, no worker
-# crashed, nothing unexpected in either host's error log.
+# a reload of host B, both hosts reloaded at once, host B killed whole
+# (master and workers) and started again 3 s later, MongoDB paused 5 s.
+# After each: every acknowledged post stored once under its seq, seqs
+# 1..N with no gap, every subscriber of either host got every message
+# once and in seq order, history on both hosts reaches the newest message
+# and is the same, no worker crashed, nothing unexpected in either host's
+# error log.
 
 use strict;
 use warnings;
@@ -23,6 +24,7 @@ system('command -v redis-server >/dev/null') == 0
 my $h = fault_harness(hosts => 2);
 fault_run($h, $_) for 'Redis killed and restarted empty', 'Redis paused 5 s',
     'a worker of host B killed', 'a reload of host B',
+    'both hosts reloaded at once',
     'host B killed (SIGKILL of master and workers) and started again',
     'MongoDB paused 5 s under two hosts';
 fault_done($h);

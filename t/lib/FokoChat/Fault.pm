@@ -105,6 +105,7 @@ our @Cases = (
     ['Redis paused 5 s', 'redis_pause'],
     ['a worker of host B killed', [[0, 'worker_kill', 'B']]],
     ['a reload of host B', [[0, 'reload', 'B']]],
+    ['both hosts reloaded at once', [[0, 'reload', 'A'], [0, 'reload', 'B']]],
     ['host B killed (SIGKILL of master and workers) and started again',
      [[0, 'host_kill', 'B'], [3, 'host_start', 'B']]],
     ['MongoDB paused 5 s under two hosts', 'mongo_pause'],
