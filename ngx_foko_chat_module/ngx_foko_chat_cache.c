@@ -182,7 +182,10 @@ ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
         len = ngx_min(zname.len, NGX_FOKO_CHAT_USERNAME_MAX);
 
         m->name_len = (u_char) ngx_min(len, 255);
-        ngx_memcpy(m->name, zname.data, m->name_len);
+
+        if (m->name_len) {
+            ngx_memcpy(m->name, zname.data, m->name_len);
+        }
     }
 
     cc->nmembers = ch->nmembers;
