@@ -166,7 +166,7 @@ ngx_foko_chat_channels_zone_list(ngx_foko_chat_shm_ctx_t *shm,
 
     ok = (got == n);
 
-    if (ok) {
+    if (ok && n) {
         ngx_qsort(all, n, sizeof(ngx_foko_chat_channel_sort_t),
                   ngx_foko_chat_channels_cmp);
     }
