@@ -24,9 +24,10 @@ void ngx_foko_chat_cache_init(ngx_foko_chat_sh_t *sh);
 /*
  * Caches a channel as MongoDB has it: its doc, the members' names (an
  * object of id: username, or NULL: then those the zone's users know) and
- * its latest messages (an array in seq order, may be NULL).  Replaces what was cached of it.  "gen" is what
- * ngx_foko_chat_cache_gen() said before MongoDB was read: if a channel
- * changed since, what was read may be stale, and nothing is cached.
+ * its latest messages (an array in seq order, may be NULL).  Replaces
+ * what was cached of it.  "gen" is what ngx_foko_chat_cache_gen() said
+ * before MongoDB was read: if a channel changed since, what was read may
+ * be stale, and nothing is cached.
  */
 ngx_int_t ngx_foko_chat_cache_put_channel(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_channel_doc_t *ch, json_t *names, json_t *latest,
