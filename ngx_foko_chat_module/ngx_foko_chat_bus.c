@@ -243,6 +243,11 @@ ngx_foko_chat_bus_successor(ngx_cycle_t *cycle, ngx_foko_chat_shm_ctx_t *ctx,
         return;
     }
 
+    if (octx->sh->db != ctx->sh->db) {
+        /* what the old workers store goes to the old database only */
+        return;
+    }
+
     ngx_shmtx_lock(&octx->shpool->mutex);
     octx->sh->next_pid = ngx_pid;
     octx->sh->next_stamp = stamp;

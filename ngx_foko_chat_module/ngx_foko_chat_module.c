@@ -473,7 +473,9 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    fmcf->shm_zone = ngx_foko_chat_shm_add(cf, fmcf->shm_size);
+    fmcf->shm_zone = ngx_foko_chat_shm_add(cf, fmcf->shm_size,
+                                       ngx_foko_chat_store_db_id(
+                                           &fmcf->mongo_uri));
     if (fmcf->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }

@@ -6,6 +6,13 @@
  * nginx has mapped it.  On "nginx -s reload" nginx hands the previous
  * cycle's zone to init_zone as "data" and the zone is adopted as it is, so
  * caches and counters survive a reload.
+ *
+ * The zone caches one database: "db" is a checksum of what names it in
+ * foko_chat_mongo_uri (the database, the hosts, the replica set; not the
+ * credentials nor the options).  nginx adopts a zone of the same name,
+ * size and tag, so a reload that names another database uses the other
+ * of two tags, and nginx maps a fresh zone, as for a new size: nothing
+ * learnt from one database is served from another.
  */
 
 
@@ -19,12 +26,17 @@
 #include "ngx_foko_chat_presence.h"
 
 
+static void *ngx_foko_chat_shm_tag(ngx_conf_t *cf, ngx_str_t *name,
+    uint32_t db);
 static ngx_int_t ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 
 
+static u_char  ngx_foko_chat_shm_tags[2];
+
+
 ngx_shm_zone_t *
-ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size)
+ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size, uint32_t db)
 {
     ngx_str_t                 name = ngx_string(NGX_FOKO_CHAT_SHM_NAME);
     ngx_shm_zone_t           *shm_zone;
@@ -35,7 +47,10 @@ ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size)
         return NULL;
     }
 
-    shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_foko_chat_module);
+    ctx->db = db;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     ngx_foko_chat_shm_tag(cf, &name, db));
     if (shm_zone == NULL) {
         return NULL;
     }
@@ -51,6 +66,64 @@ ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size)
     shm_zone->data = ctx;
 
     return shm_zone;
+}
+
+
+/*
+ * The tag of the previous cycle's zone if it caches the same database,
+ * else the other one.  The module stays loaded across a reload, so the
+ * tags keep their addresses.
+ */
+
+static void *
+ngx_foko_chat_shm_tag(ngx_conf_t *cf, ngx_str_t *name, uint32_t db)
+{
+    ngx_uint_t                i;
+    ngx_list_part_t          *part;
+    ngx_shm_zone_t           *zone;
+    ngx_foko_chat_shm_ctx_t  *octx;
+
+    part = &cf->cycle->old_cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return &ngx_foko_chat_shm_tags[0];
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].shm.name.len == name->len
+            && ngx_strncmp(zone[i].shm.name.data, name->data, name->len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (zone[i].tag != &ngx_foko_chat_shm_tags[0]
+        && zone[i].tag != &ngx_foko_chat_shm_tags[1])
+    {
+        return &ngx_foko_chat_shm_tags[0];
+    }
+
+    octx = zone[i].data;
+
+    if (octx->sh && octx->sh->db == db) {
+        return zone[i].tag;
+    }
+
+    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                       "\"foko_chat_mongo_uri\" names another database: "
+                       "the shared zone starts afresh");
+
+    return zone[i].tag == &ngx_foko_chat_shm_tags[0]
+           ? &ngx_foko_chat_shm_tags[1] : &ngx_foko_chat_shm_tags[0];
 }
 
 
@@ -89,6 +162,7 @@ ngx_foko_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ctx->shpool->data = ctx->sh;
     ctx->sh->created = ngx_time();
+    ctx->sh->db = ctx->db;
 
     ngx_foko_chat_limit_init(ctx->sh);
     ngx_foko_chat_seq_init(ctx->sh);

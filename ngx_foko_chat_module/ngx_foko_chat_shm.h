@@ -78,6 +78,8 @@ typedef struct {
     ngx_atomic_t               reloads;          /* cycles that reused us */
     ngx_atomic_t               rehydrated;       /* warmed up, or being */
     time_t                     created;
+    uint32_t                   db;               /* the database cached:
+                                                    see ngx_foko_chat_shm.c */
 
     /* rate limit counters: ngx_foko_chat_limit.c */
     ngx_rbtree_t               limits;
@@ -146,6 +148,7 @@ typedef struct {
     ngx_foko_chat_sh_t        *sh;
     ngx_slab_pool_t           *shpool;
     size_t                     log_size;       /* for a fresh zone */
+    uint32_t                   db;             /* for a fresh zone */
 } ngx_foko_chat_shm_ctx_t;
 
 
@@ -155,7 +158,8 @@ typedef struct {
 } ngx_foko_chat_shm_usage_t;
 
 
-ngx_shm_zone_t *ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size);
+ngx_shm_zone_t *ngx_foko_chat_shm_add(ngx_conf_t *cf, size_t size,
+    uint32_t db);
 ngx_foko_chat_shm_ctx_t *ngx_foko_chat_shm_get(ngx_http_request_t *r);
 ngx_foko_chat_shm_ctx_t *ngx_foko_chat_shm_cycle(ngx_cycle_t *cycle);
 void ngx_foko_chat_shm_usage(ngx_foko_chat_shm_ctx_t *ctx,

@@ -79,6 +79,60 @@ ngx_foko_chat_store_check_uri(ngx_conf_t *cf, ngx_str_t *uri)
 }
 
 
+/*
+ * What names the database in a checked URI, as a checksum: the database
+ * (the default if none), the SRV name or the hosts in their order, and
+ * the replica set.  The credentials and the options are left out: a new
+ * password or timeout is the same database.
+ */
+
+uint32_t
+ngx_foko_chat_store_db_id(ngx_str_t *s)
+{
+    uint32_t                    crc;
+    const char                 *v;
+    mongoc_uri_t               *uri;
+    const mongoc_host_list_t   *host;
+
+    ngx_crc32_init(crc);
+
+    uri = mongoc_uri_new((char *) s->data);
+    if (uri == NULL) {
+        ngx_crc32_update(&crc, s->data, s->len);
+        ngx_crc32_final(crc);
+        return crc;
+    }
+
+    v = mongoc_uri_get_database(uri);
+    if (v == NULL || *v == '\0') {
+        v = NGX_FOKO_CHAT_DEFAULT_DB;
+    }
+
+    ngx_crc32_update(&crc, (u_char *) v, ngx_strlen(v) + 1);
+
+    v = mongoc_uri_get_srv_hostname(uri);
+    if (v) {
+        ngx_crc32_update(&crc, (u_char *) v, ngx_strlen(v) + 1);
+    }
+
+    for (host = mongoc_uri_get_hosts(uri); host; host = host->next) {
+        ngx_crc32_update(&crc, (u_char *) host->host_and_port,
+                         ngx_strlen(host->host_and_port) + 1);
+    }
+
+    v = mongoc_uri_get_replica_set(uri);
+    if (v) {
+        ngx_crc32_update(&crc, (u_char *) v, ngx_strlen(v) + 1);
+    }
+
+    mongoc_uri_destroy(uri);
+
+    ngx_crc32_final(crc);
+
+    return crc;
+}
+
+
 static mongoc_uri_t *
 ngx_foko_chat_store_uri(ngx_str_t *s, int32_t socket_ms, ngx_log_t *log)
 {

@@ -49,6 +49,7 @@ void ngx_foko_chat_store_new_id(u_char *id);
 void ngx_foko_chat_store_iso_now(u_char *buf);
 
 char *ngx_foko_chat_store_check_uri(ngx_conf_t *cf, ngx_str_t *uri);
+uint32_t ngx_foko_chat_store_db_id(ngx_str_t *uri);
 ngx_int_t ngx_foko_chat_store_init_process(ngx_cycle_t *cycle);
 void ngx_foko_chat_store_exit_process(ngx_cycle_t *cycle);
 

@@ -99,10 +99,14 @@ sub point_at {
     close $in;
     $text =~ s/\Q$from\E/$to/ or die "no $from in nginx.conf\n";
     write_file($conf, $text);
-    my (undef, $new) = reload_nginx();
+    my ($old, $new) = reload_nginx();
     die "the reload started no worker\n" unless @$new;
-    wait_until(sub { (zone()->{pid} // 0) == $new->[0] }, 10)
-        or die "the new worker does not answer\n";
+    # until the old worker is gone, it may still accept a connection
+    wait_until(sub {
+        my %gone = map { $_ => 1 } @$old;
+        !grep { $gone{$_} } worker_pids();
+    }, 10) or die "the old worker does not exit\n";
+    is zone()->{pid}, $new->[0], 'the new worker answers';
 }
 
 # a reload that changes only an option keeps the zone and what it knows
@@ -131,6 +135,7 @@ is $st, 401, 'GET /api/me of cy: 401';
 my $list;
 ($st, $list) = api(GET => '/api/channels', undef, token => $ana);
 is $st, 200, 'GET /api/channels of ana';
+is ref $list, 'ARRAY', 'a list';
 is_deeply [map { $_->{id} } @{ ref $list eq "ARRAY" ? $list : [] }], [],
           'no channel of the first database is listed';
 
