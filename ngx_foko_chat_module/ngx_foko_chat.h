@@ -87,6 +87,7 @@ typedef struct {
 
     /* WebSocket connections: ngx_foko_chat_ws.c */
     ngx_msec_t                 ws_auth_timeout;
+    ngx_msec_t                 ws_signin_timeout;
     ngx_msec_t                 ws_ping;
     size_t                     ws_buffer;
     ngx_msec_t                 presence_grace;

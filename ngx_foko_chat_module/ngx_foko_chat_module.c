@@ -220,6 +220,13 @@ static ngx_command_t  ngx_foko_chat_commands[] = {
       offsetof(ngx_foko_chat_main_conf_t, ws_auth_timeout),
       NULL },
 
+    { ngx_string("foko_chat_websocket_signin_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_foko_chat_main_conf_t, ws_signin_timeout),
+      NULL },
+
     { ngx_string("foko_chat_websocket_ping"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -365,6 +372,7 @@ ngx_foko_chat_create_main_conf(ngx_conf_t *cf)
     fmcf->write_queue = NGX_CONF_UNSET_UINT;
     fmcf->history_cache = NGX_CONF_UNSET_UINT;
     fmcf->ws_auth_timeout = NGX_CONF_UNSET_MSEC;
+    fmcf->ws_signin_timeout = NGX_CONF_UNSET_MSEC;
     fmcf->ws_ping = NGX_CONF_UNSET_MSEC;
     fmcf->ws_buffer = NGX_CONF_UNSET_SIZE;
     fmcf->presence_grace = NGX_CONF_UNSET_MSEC;
@@ -417,6 +425,8 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
                              NGX_FOKO_CHAT_HISTORY_CACHE);
     ngx_conf_init_msec_value(fmcf->ws_auth_timeout,
                              NGX_FOKO_CHAT_WS_AUTH_TIMEOUT);
+    ngx_conf_init_msec_value(fmcf->ws_signin_timeout,
+                             NGX_FOKO_CHAT_WS_SIGNIN_TIMEOUT);
     ngx_conf_init_msec_value(fmcf->ws_ping, NGX_FOKO_CHAT_WS_PING_INTERVAL);
     ngx_conf_init_size_value(fmcf->ws_buffer, NGX_FOKO_CHAT_WS_BUFFER);
     ngx_conf_init_msec_value(fmcf->presence_grace,
@@ -466,9 +476,12 @@ ngx_foko_chat_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (fmcf->ws_auth_timeout == 0 || fmcf->ws_ping == 0) {
+    if (fmcf->ws_auth_timeout == 0 || fmcf->ws_signin_timeout == 0
+        || fmcf->ws_ping == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"foko_chat_websocket_auth_timeout\" and "
+                           "\"foko_chat_websocket_auth_timeout\", "
+                           "\"foko_chat_websocket_signin_timeout\" and "
                            "\"foko_chat_websocket_ping\" must be above 0");
         return NGX_CONF_ERROR;
     }

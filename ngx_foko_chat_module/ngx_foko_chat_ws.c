@@ -255,8 +255,15 @@ ngx_foko_chat_ws_read(ngx_event_t *rev)
 
         if (!ws->authed) {
             if (ws->authing) {
-                /* the database is slow: the check goes on */
-                ngx_add_timer(rev, ws->fmcf->ws_auth_timeout);
+                /* the database is slow: the check goes on, bounded */
+                if (ngx_foko_chat_ws_signin_late(ws) == NGX_AGAIN) {
+                    return;
+                }
+
+                if (ngx_foko_chat_ws_flush(ws) != NGX_OK) {
+                    ngx_foko_chat_ws_free(ws);
+                }
+
                 return;
             }
 

@@ -12,6 +12,7 @@
 
 
 #define NGX_FOKO_CHAT_WS_AUTH_TIMEOUT    5000       /* ms */
+#define NGX_FOKO_CHAT_WS_SIGNIN_TIMEOUT  30000      /* ms */
 #define NGX_FOKO_CHAT_WS_PING_INTERVAL   30000      /* ms */
 #define NGX_FOKO_CHAT_WS_BUFFER          (512 * 1024)
 #define NGX_FOKO_CHAT_WS_MAX_MESSAGE     (64 * 1024)

@@ -226,6 +226,7 @@ struct ngx_foko_chat_ws_s {
     /* the token's user and password version, until the auth is done */
     u_char                     sub[NGX_FOKO_CHAT_OID_LEN + 1];
     long                       ver;
+    ngx_msec_t                 auth_since;   /* the check began */
 
     unsigned                   authing:1;
     unsigned                   auth_waiting:1;
@@ -284,6 +285,7 @@ void ngx_foko_chat_ws_handshake_fail(ngx_http_request_t *r,
 /* ngx_foko_chat_ws_signin.c */
 void ngx_foko_chat_ws_signin_init(void);
 void ngx_foko_chat_ws_signin_cancel(ngx_foko_chat_ws_t *ws);
+ngx_int_t ngx_foko_chat_ws_signin_late(ngx_foko_chat_ws_t *ws);
 void ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token,
     size_t len);
 

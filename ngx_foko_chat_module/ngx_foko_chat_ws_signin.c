@@ -65,6 +65,60 @@ ngx_foko_chat_ws_signin_cancel(ngx_foko_chat_ws_t *ws)
 }
 
 
+/*
+ * A sign-in still under way when the read timer fires: it goes on within
+ * foko_chat_websocket_signin_timeout of its start (NGX_AGAIN, the timer
+ * armed again); past it, it is given up (NGX_DECLINED): out of the lane,
+ * its task's result dropped, and the client is told to come back later.
+ */
+
+ngx_int_t
+ngx_foko_chat_ws_signin_late(ngx_foko_chat_ws_t *ws)
+{
+    ngx_msec_t               spent;
+    ngx_queue_t             *q, *next;
+    ngx_foko_chat_ws_job_t  *job;
+
+    spent = ngx_current_msec - ws->auth_since;
+
+    if (spent < ws->fmcf->ws_signin_timeout) {
+        ngx_add_timer(ws->connection->read,
+                      ngx_min(ws->fmcf->ws_auth_timeout,
+                              ws->fmcf->ws_signin_timeout - spent));
+        return NGX_AGAIN;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                  "foko chat: WebSocket sign-in given up after %M ms%s",
+                  spent, ws->auth_waiting ? ", waiting for its turn" : "");
+
+    ngx_foko_chat_ws_signin_cancel(ws);
+
+    for (q = ngx_queue_head(&ws->jobs);
+         q != ngx_queue_sentinel(&ws->jobs);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        job = ngx_queue_data(q, ngx_foko_chat_ws_job_t, link);
+
+        if (job->what == NGX_FOKO_CHAT_WS_JOB_AUTH) {
+            /* its completion leaves the lane and frees it */
+            ngx_queue_remove(q);
+            ngx_queue_init(q);
+            job->ws = NULL;
+            ws->njobs--;
+        }
+    }
+
+    ws->authing = 0;
+
+    ngx_foko_chat_ws_finish(ws, NGX_FOKO_CHAT_WS_CLOSE_TRY_AGAIN,
+                            "the server is too busy");
+
+    return NGX_DECLINED;
+}
+
+
 /* auth: the token, then the account and its channels from MongoDB */
 
 void
@@ -94,6 +148,7 @@ ngx_foko_chat_ws_auth(ngx_foko_chat_ws_t *ws, u_char *token, size_t len)
     }
 
     ws->authing = 1;
+    ws->auth_since = ngx_current_msec;
 
     /*
      * A burst of connections (all clients back after a restart) waits
