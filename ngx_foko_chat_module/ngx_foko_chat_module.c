@@ -741,7 +741,11 @@ ngx_foko_chat_keep(ngx_event_t *ev)
 }
 
 
-/* the connections that nginx would report as left open at exit */
+/*
+ * The clients' connections that nginx would report as left open at exit:
+ * accepted ones only, not the sockets that other modules (nchan) keep in
+ * nginx connections of their own.
+ */
 
 static ngx_uint_t
 ngx_foko_chat_open_clients(ngx_cycle_t *cycle)
@@ -753,7 +757,7 @@ ngx_foko_chat_open_clients(ngx_cycle_t *cycle)
     n = 0;
 
     for (i = 0; i < cycle->connection_n; i++) {
-        if (c[i].fd != (ngx_socket_t) -1 && c[i].read
+        if (c[i].fd != (ngx_socket_t) -1 && c[i].read && c[i].listening
             && !c[i].read->accept && !c[i].read->channel
             && !c[i].read->resolver)
         {

@@ -19,9 +19,10 @@ apt_packages=(
 # font for the text in their screenshots, Prometheus (promtool and a real
 # scraper for the metrics tests), dpkg-dev (the package test), openssl and
 # curl (the TLS test of production.conf), pymongo (tests that write old
-# documents straight into the database)
+# documents straight into the database), nchan (another module's sockets
+# in a reload test)
 test_apt_packages=(chromium fonts-dejavu-core prometheus dpkg-dev binutils
-    openssl curl python3-pymongo)
+    openssl curl python3-pymongo libnginx-mod-nchan)
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
