@@ -116,6 +116,10 @@ http {
         location = /status {
             foko_chat_status;
         }
+
+        location = /metrics {
+            foko_chat_status prometheus;
+        }
     }
 }
 CONF
