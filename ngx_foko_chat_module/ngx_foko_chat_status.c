@@ -104,6 +104,10 @@ static ngx_foko_chat_prom_worker_t  ngx_foko_chat_prom_workers[] = {
       "WebSocket connections that sent a token and wait for their turn.",
       ngx_foko_chat_worker_field(waiting_to_sign_in) },
 
+    { "foko_chat_websocket_signins_limit", "gauge",
+      "WebSocket sign-ins that may read MongoDB at once, now.",
+      ngx_foko_chat_worker_field(signin_limit) },
+
     { "foko_chat_write_queue_messages", "gauge",
       "Posts of the worker waiting for MongoDB.",
       ngx_foko_chat_worker_field(queued) },
@@ -265,6 +269,7 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
     ngx_foko_chat_shm_usage_t   usage;
     uint64_t                    events;
     ngx_uint_t                  queued, loads, waited, signing_in, waiting;
+    ngx_uint_t                  limit;
     size_t                      log_size;
 
     fmcf = ngx_http_get_module_main_conf(r, ngx_foko_chat_module);
@@ -276,7 +281,7 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
     state = ngx_foko_chat_status_mongo_state(sh, r->connection->log);
 
     ngx_foko_chat_messages_stats(&queued, &loads, &waited);
-    ngx_foko_chat_ws_signins(&signing_in, &waiting);
+    ngx_foko_chat_ws_signins(&signing_in, &waiting, &limit);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
     events = sh->events;
@@ -285,7 +290,7 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
 
     body = json_pack("{s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},"
                      "s:{s:s,s:I},s:{s:s%,s:I},"
-                     "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},"
+                     "s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},"
                      "s:{s:I,s:I},s:{s:I,s:I,s:I}}",
                      "pid", (json_int_t) ngx_pid,
                      "connections", ngx_foko_chat_status_connections(),
@@ -310,6 +315,7 @@ ngx_foko_chat_status_json(ngx_http_request_t *r)
                        "event_log", (json_int_t) log_size,
                        "signing_in", (json_int_t) signing_in,
                        "waiting_to_sign_in", (json_int_t) waiting,
+                       "signin_limit", (json_int_t) limit,
                        "signins_from_zone",
                          (json_int_t) sh->stats.signins_zone,
                        "signins_from_mongodb",
@@ -921,6 +927,7 @@ static void
 ngx_foko_chat_status_update(void)
 {
     ngx_uint_t                     queued, loads, waited, running, waiting;
+    ngx_uint_t                     limit;
     ngx_foko_chat_shm_ctx_t       *ctx;
     ngx_foko_chat_worker_stats_t  *w;
 
@@ -942,11 +949,12 @@ ngx_foko_chat_status_update(void)
     }
 
     ngx_foko_chat_messages_stats(&queued, &loads, &waited);
-    ngx_foko_chat_ws_signins(&running, &waiting);
+    ngx_foko_chat_ws_signins(&running, &waiting, &limit);
 
     w->ws_connections = ngx_foko_chat_ws_connections();
     w->signing_in = running;
     w->waiting_to_sign_in = waiting;
+    w->signin_limit = limit;
     w->tasks = ngx_foko_chat_task_in_flight();
     w->queued = queued;
     w->channel_loads = loads;

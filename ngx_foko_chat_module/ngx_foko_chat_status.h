@@ -34,6 +34,7 @@ typedef struct {
     ngx_atomic_t               ws_connections;
     ngx_atomic_t               signing_in;
     ngx_atomic_t               waiting_to_sign_in;
+    ngx_atomic_t               signin_limit;
     ngx_atomic_t               tasks;
     ngx_atomic_t               queued;
     ngx_atomic_t               channel_loads;

@@ -172,6 +172,8 @@ ngx_foko_chat_lane_init(ngx_foko_chat_lane_t *lane, ngx_uint_t limit,
     ngx_memzero(lane, sizeof(ngx_foko_chat_lane_t));
 
     lane->limit = limit;
+    lane->most = limit;
+    lane->least = ngx_max(limit / 16, 1);
     lane->max_waiting = max_waiting;
     lane->start = start;
 
@@ -241,6 +243,33 @@ ngx_foko_chat_lane_cancel(ngx_foko_chat_lane_t *lane, ngx_queue_t *entry)
 {
     ngx_queue_remove(entry);
     lane->waiting--;
+}
+
+
+/* NGX_OK if the lane was slowed down now */
+
+ngx_int_t
+ngx_foko_chat_lane_slower(ngx_foko_chat_lane_t *lane)
+{
+    if (lane->limit == lane->least
+        || (lane->slowed && ngx_current_msec - lane->slowed < 1000))
+    {
+        return NGX_DECLINED;
+    }
+
+    lane->slowed = ngx_current_msec;
+    lane->limit = ngx_max(lane->limit / 2, lane->least);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_foko_chat_lane_faster(ngx_foko_chat_lane_t *lane)
+{
+    if (lane->limit < lane->most) {
+        lane->limit++;
+    }
 }
 
 

@@ -88,6 +88,14 @@ ngx_uint_t ngx_foko_chat_task_in_flight(void);
  * NGX_OK if it holds the slot now, until it leaves the lane (which it
  * may do at once, a task that completes as failed); anything else gives
  * the slot back.
+ *
+ * A lane whose work waits on a database may pace it: the concern calls
+ * ngx_foko_chat_lane_slower() when a call failed on the database (half as
+ * many at once, at most once a second, down to a sixteenth of "limit")
+ * and ngx_foko_chat_lane_faster() when one succeeded (one more, up to
+ * "limit"; it takes effect at the next leave).  A slow database then
+ * gets the calls it can answer within their bounds, instead of many that
+ * all time out.
  */
 
 typedef struct ngx_foko_chat_lane_s  ngx_foko_chat_lane_t;
@@ -95,7 +103,10 @@ typedef struct ngx_foko_chat_lane_s  ngx_foko_chat_lane_t;
 typedef ngx_int_t (*ngx_foko_chat_lane_start_pt)(ngx_queue_t *entry);
 
 struct ngx_foko_chat_lane_s {
-    ngx_uint_t                    limit;
+    ngx_uint_t                    limit;        /* at once, now */
+    ngx_uint_t                    most;         /* ... at most */
+    ngx_uint_t                    least;
+    ngx_msec_t                    slowed;       /* the last halving */
     ngx_uint_t                    max_waiting;
     ngx_foko_chat_lane_start_pt   start;
 
@@ -116,6 +127,8 @@ ngx_int_t ngx_foko_chat_lane_enter(ngx_foko_chat_lane_t *lane,
 void ngx_foko_chat_lane_leave(ngx_foko_chat_lane_t *lane);
 void ngx_foko_chat_lane_cancel(ngx_foko_chat_lane_t *lane,
     ngx_queue_t *entry);
+ngx_int_t ngx_foko_chat_lane_slower(ngx_foko_chat_lane_t *lane);
+void ngx_foko_chat_lane_faster(ngx_foko_chat_lane_t *lane);
 
 
 #endif /* _NGX_FOKO_CHAT_TASK_H_INCLUDED_ */

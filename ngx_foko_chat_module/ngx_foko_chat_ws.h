@@ -34,7 +34,8 @@ ngx_int_t ngx_foko_chat_ws_init_process(ngx_cycle_t *cycle);
 /* for the status page: this worker's connections */
 ngx_uint_t ngx_foko_chat_ws_connections(void);
 /* sign-ins on the thread pool, and the connections waiting for a turn */
-void ngx_foko_chat_ws_signins(ngx_uint_t *running, ngx_uint_t *waiting);
+void ngx_foko_chat_ws_signins(ngx_uint_t *running, ngx_uint_t *waiting,
+    ngx_uint_t *limit);
 
 
 #endif /* _NGX_FOKO_CHAT_WS_H_INCLUDED_ */

@@ -28,6 +28,7 @@ static ngx_int_t ngx_foko_chat_ws_job_post(ngx_foko_chat_ws_t *ws,
     ngx_foko_chat_task_t *task, ngx_foko_chat_task_run_pt run,
     ngx_foko_chat_task_done_pt done);
 static void ngx_foko_chat_ws_job_release(ngx_foko_chat_ws_job_t *job);
+static void ngx_foko_chat_ws_auth_pace(ngx_foko_chat_task_t *task);
 
 
 /* the sign-ins of a worker on the thread pool, and those that wait */
@@ -45,10 +46,12 @@ ngx_foko_chat_ws_signin_init(void)
 
 
 void
-ngx_foko_chat_ws_signins(ngx_uint_t *running, ngx_uint_t *waiting)
+ngx_foko_chat_ws_signins(ngx_uint_t *running, ngx_uint_t *waiting,
+    ngx_uint_t *limit)
 {
     *running = ngx_foko_chat_ws_auth_lane.running;
     *waiting = ngx_foko_chat_ws_auth_lane.waiting;
+    *limit = ngx_foko_chat_ws_auth_lane.limit;
 }
 
 
@@ -400,6 +403,7 @@ ngx_foko_chat_ws_auth_done(ngx_foko_chat_task_t *task)
 
     /* this sign-in's turn on the thread pool is over */
 
+    ngx_foko_chat_ws_auth_pace(task);
     ngx_foko_chat_lane_leave(&ngx_foko_chat_ws_auth_lane);
 
     if (ws == NULL) {
@@ -686,6 +690,35 @@ ngx_foko_chat_ws_job_post(ngx_foko_chat_ws_t *ws, ngx_foko_chat_task_t *task,
     ws->njobs++;
 
     return NGX_OK;
+}
+
+
+/*
+ * A sign-in that read MongoDB paces the next ones: fewer at once while
+ * MongoDB fails them (a slow database times out the calls it is given
+ * beyond what it can answer), one more for each that it answers.
+ */
+
+static void
+ngx_foko_chat_ws_auth_pace(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_ws_job_t  *job = task->data;
+
+    if (task->failed || (job->known && job->account_known)) {
+        /* the pool was full, or MongoDB was not asked */
+        return;
+    }
+
+    if (job->rc != NGX_ERROR) {
+        ngx_foko_chat_lane_faster(&ngx_foko_chat_ws_auth_lane);
+        return;
+    }
+
+    if (ngx_foko_chat_lane_slower(&ngx_foko_chat_ws_auth_lane) == NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, task->log, 0,
+                      "foko chat: MongoDB fails sign-ins: %ui at once from "
+                      "now on", ngx_foko_chat_ws_auth_lane.limit);
+    }
 }
 
 

@@ -112,7 +112,7 @@ GET /api/health/x
 --- request
 GET /status
 --- error_code: 200
---- response_body_like: ^\{"pid":\d+,"connections":\{"active":\d+,"reading":\d+,"writing":\d+,"waiting":\d+\},"zone":\{"size":4194304,"used":\d+,"free":\d+,"created":\d+,"reloads":0\},"mongo":\{"state":"(unknown|up)","checked":\d+\},"tasks":\{"thread_pool":"default","in_flight":\d+\},"websocket":\{"connections":0,"events":\d+,"event_log":\d+,"signing_in":0,"waiting_to_sign_in":0,"signins_from_zone":0,"signins_from_mongodb":0\},"accounts":\{"from_zone":0,"from_mongodb":0\},"channel_lists":\{"from_zone":0,"from_mongodb":0\},"posts":\{"queued":0,"channel_loads":\d+,"waited_for_load":\d+\}\}$
+--- response_body_like: ^\{"pid":\d+,"connections":\{"active":\d+,"reading":\d+,"writing":\d+,"waiting":\d+\},"zone":\{"size":4194304,"used":\d+,"free":\d+,"created":\d+,"reloads":0\},"mongo":\{"state":"(unknown|up)","checked":\d+\},"tasks":\{"thread_pool":"default","in_flight":\d+\},"websocket":\{"connections":0,"events":\d+,"event_log":\d+,"signing_in":0,"waiting_to_sign_in":0,"signin_limit":64,"signins_from_zone":0,"signins_from_mongodb":0\},"accounts":\{"from_zone":0,"from_mongodb":0\},"channel_lists":\{"from_zone":0,"from_mongodb":0\},"posts":\{"queued":0,"channel_loads":\d+,"waited_for_load":\d+\}\}$
 --- no_error_log
 [error]
 

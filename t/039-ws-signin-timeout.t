@@ -5,7 +5,9 @@
 # MongoDB would wait its turn for many seconds.  With a 2 s deadline it is
 # given up at 2 s: closed with 1013 "the server is too busy", and the
 # client tries again.  Once MongoDB is back the same user signs in, and
-# the given-up sign-in's task, done late, harms nothing.
+# the given-up sign-in's task, done late, harms nothing.  Then the pacing:
+# while MongoDB fails sign-ins, each failure (at most one a second) halves
+# how many may read it at once; each sign-in it answers adds one.
 
 use strict;
 use warnings;
@@ -20,7 +22,7 @@ use FokoChat::Ws qw(ws_mojo wait_until);
 use Mojo::UserAgent;
 
 my ($uri, $db) = ferretdb_start();
-start_foko(mongo_uri => $uri,
+start_foko(mongo_uri => $uri, master => 1,
            main_config => 'thread_pool foko_one threads=1;',
            http_config => <<'_EOC_',
     foko_chat_thread_pool foko_one;
@@ -90,8 +92,56 @@ $conn->close if $conn;
 like error_log_text(), qr/sign-in given up after \d+ ms/,
      'the log says the sign-in was given up';
 
-error_log_clean('only the paused reads at [error]',
-                qr/socket error or timeout|database is unreachable/);
+# --- pacing: fewer sign-ins at once while MongoDB fails them ------------
+
+sub limit {
+    my ($s, $res) = api(GET => '/status', undef, timeout => 5);
+    return $res->{websocket}{signin_limit};
+}
+
+# a deadline past MongoDB's own bounds, so that the sign-ins fail on
+# MongoDB (a reload: new workers, their lane at 64; the zone is kept)
+my $conf = server_root() . '/conf/nginx.conf';
+open my $in, '<', $conf or die "$conf: $!\n";
+my $text = do { local $/; <$in> };
+close $in;
+$text =~ s/signin_timeout 2s/signin_timeout 20s/ or die "no 2s deadline\n";
+$text =~ s/auth_timeout 1s/auth_timeout 5s/ or die "no 1s auth timeout\n";
+write_file($conf, $text);
+my ($old) = reload_nginx();
+ok wait_until(sub {
+    my %was = map { $_ => 1 } @$old;
+    !grep { $was{$_} } worker_pids();
+}, 20), 'reloaded with a 20 s sign-in deadline';
+
+my @fresh = map { [signup(username => "u$_")] } 1 .. 4;
+my $l0 = limit();
+is $l0, 64, 'a new worker lets 64 sign-ins read MongoDB at once';
+
+ferretdb_stop($db);
+my $want = $l0;
+for my $i (0 .. 2) {
+    my $c = eval { ws_mojo(token => $fresh[0][0], timeout => 20) };
+    like $@, qr/did not open: 1013/, "MongoDB stopped: sign-in $i gets 1013";
+    $want = $want / 2 < 4 ? 4 : int($want / 2);
+    sleep 1.1;
+}
+is limit(), $want, "three failures a second apart: $want at once";
+like error_log_text(), qr/MongoDB fails sign-ins: \d+ at once/,
+     'logged at warn';
+
+ferretdb_start($db);
+ok wait_until(sub { (api(GET => '/api/health', undef, timeout => 5))[0]
+                    == 200 }, 15), 'MongoDB is back';
+for my $u (@fresh[1, 2]) {
+    my $c = eval { ws_mojo(token => $u->[0], timeout => 20) };
+    ok $c && $c->{ready}, 'a sign-in MongoDB answers' or diag $@;
+    $c->close if $c;
+}
+is limit(), $want + 2, 'each one answered: one more at once';
+
+error_log_clean('only the paused or stopped MongoDB at [error]',
+                qr/socket error or timeout|database is unreachable|No suitable servers|Failed to connect|connection refused/i);
 
 stop_foko();
 ferretdb_stop($db);
