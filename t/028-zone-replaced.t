@@ -14,6 +14,7 @@ use Time::HiRes qw(sleep time);
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
 use FokoChat::Ws qw(worker_pids wait_workers master_pid ws_mojo wait_until);
+use FokoChat::Server qw(edit_conf);
 
 my ($uri, $db) = ferretdb_start();
 
@@ -41,14 +42,7 @@ my @old = map {
 sleep 0.5;
 
 # a reload with another zone size: the new workers get a fresh zone
-my $conf = server_root() . '/conf/nginx.conf';
-open my $in, '<', $conf or die;
-my $text = do { local $/; <$in> };
-close $in;
-$text =~ s/foko_chat_shm_size 8m/foko_chat_shm_size 9m/ or die;
-open my $out, '>', $conf or die;
-print {$out} $text;
-close $out;
+edit_conf(sub { s/foko_chat_shm_size 8m/foko_chat_shm_size 9m/ });
 
 kill HUP => master_pid();
 my @new;

@@ -93,19 +93,9 @@ is $copied, 2, 'ana and bo copied to the second database';
 
 sub point_at {
     my ($from, $to) = @_;
-    my $conf = server_root() . '/conf/nginx.conf';
-    open my $in, '<', $conf or die "$conf: $!\n";
-    my $text = do { local $/; <$in> };
-    close $in;
-    $text =~ s/\Q$from\E/$to/ or die "no $from in nginx.conf\n";
-    write_file($conf, $text);
-    my ($old, $new) = reload_nginx();
-    die "the reload started no worker\n" unless @$new;
-    # until the old worker is gone, it may still accept a connection
-    wait_until(sub {
-        my %gone = map { $_ => 1 } @$old;
-        !grep { $gone{$_} } worker_pids();
-    }, 10) or die "the old worker does not exit\n";
+    edit_conf(sub { s/\Q$from\E/$to/ });
+    my (undef, $new, $gone) = reload_nginx(gone => 1);
+    die "the old worker does not exit\n" unless @$new && $gone;
     is zone()->{pid}, $new->[0], 'the new worker answers';
 }
 

@@ -101,18 +101,12 @@ sub limit {
 
 # a deadline past MongoDB's own bounds, so that the sign-ins fail on
 # MongoDB (a reload: new workers, their lane at 64; the zone is kept)
-my $conf = server_root() . '/conf/nginx.conf';
-open my $in, '<', $conf or die "$conf: $!\n";
-my $text = do { local $/; <$in> };
-close $in;
-$text =~ s/signin_timeout 2s/signin_timeout 20s/ or die "no 2s deadline\n";
-$text =~ s/auth_timeout 1s/auth_timeout 5s/ or die "no 1s auth timeout\n";
-write_file($conf, $text);
-my ($old) = reload_nginx();
-ok wait_until(sub {
-    my %was = map { $_ => 1 } @$old;
-    !grep { $was{$_} } worker_pids();
-}, 20), 'reloaded with a 20 s sign-in deadline';
+edit_conf(sub {
+    s/signin_timeout 2s/signin_timeout 20s/;
+    s/auth_timeout 1s/auth_timeout 5s/;
+});
+ok +(reload_nginx(gone => 1, timeout => 20))[2],
+   'reloaded with a 20 s sign-in deadline';
 
 my @fresh = map { [signup(username => "u$_")] } 1 .. 4;
 my $l0 = limit();

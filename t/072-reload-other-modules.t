@@ -47,12 +47,8 @@ ok $st >= 200 && $st < 300, "nchan publishes: $st";
 
 for my $what ('a reload', 'another reload') {
     my $t0 = time;
-    my ($old, $new) = reload_nginx();
+    my (undef, $new, $gone) = reload_nginx(gone => 1, timeout => 20);
     is scalar @$new, 2, "$what starts two workers";
-    my $gone = wait_until(sub {
-        my %was = map { $_ => 1 } @$old;
-        !grep { $was{$_} } worker_pids();
-    }, 20);
     my $took = time - $t0;
     ok $gone && $took < 10, "$what: the old workers exit at once"
         or diag sprintf 'after %.1f s: %s', $took,

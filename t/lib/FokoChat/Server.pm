@@ -21,11 +21,11 @@ use Test::More ();
 use Time::HiRes qw(sleep time);
 
 use FokoChat::Nginx qw(server_port server_root nginx_binary
-                       error_log_lines);
+                       error_log_lines write_file);
 
 our @EXPORT = qw(
     error_log_problems error_log_clean nginx_conf_test worker_pids
-    wait_workers master_pid reload_nginx quit_nginx status_pid b64url
+    wait_workers master_pid reload_nginx edit_conf quit_nginx status_pid b64url
     forge_token token_claims own_mongo_uri
 );
 
@@ -102,21 +102,37 @@ sub wait_workers {
 }
 
 # Sends SIGHUP and waits until the old workers have been replaced by as
-# many new ones; returns (old pids, new pids).
+# many new ones; returns (old pids, new pids, whether the old are gone).
+# With gone => 1 it also waits, within the same timeout, until the old
+# workers have exited: until then one may still accept a connection.
 sub reload_nginx {
     my %o = @_;
     my $master = master_pid() or die "no nginx to reload\n";
     my @old = worker_pids($master);
+    my %old = map { $_ => 1 } @old;
     kill HUP => $master;
     my $deadline = time + ($o{timeout} // 10);
-    my @new;
+    my (@new, $gone);
     while (time < $deadline) {
-        my %old = map { $_ => 1 } @old;
-        @new = grep { !$old{$_} } worker_pids($master);
-        last if @new >= @old;
+        my @now = worker_pids($master);
+        @new = grep { !$old{$_} } @now;
+        $gone = !grep { $old{$_} } @now;
+        last if @new >= @old && ($gone || !$o{gone});
         sleep 0.05;
     }
-    return (\@old, \@new);
+    return (\@old, \@new, $gone);
+}
+
+# Rewrites conf/nginx.conf with $edit, which changes $_ (the file's text);
+# dies if the text is left as it was.
+sub edit_conf {
+    my ($edit) = @_;
+    my $conf = server_root() . '/conf/nginx.conf';
+    local $_ = slurp($conf);
+    my $before = $_;
+    $edit->();
+    die "$conf: the edit changed nothing\n" if $_ eq $before;
+    write_file($conf, $_);
 }
 
 # Sends SIGQUIT (graceful stop) and waits up to $timeout seconds for the
