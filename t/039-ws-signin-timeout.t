@@ -102,8 +102,8 @@ sub limit {
 # a deadline past MongoDB's own bounds, so that the sign-ins fail on
 # MongoDB (a reload: new workers, their lane at 64; the zone is kept)
 edit_conf(sub {
-    s/signin_timeout 2s/signin_timeout 20s/;
-    s/auth_timeout 1s/auth_timeout 5s/;
+    s/signin_timeout 2s/signin_timeout 20s/ or die "no 2 s deadline\n";
+    s/auth_timeout 1s/auth_timeout 5s/ or die "no 1 s auth timeout\n";
 });
 ok +(reload_nginx(gone => 1, timeout => 20))[2],
    'reloaded with a 20 s sign-in deadline';
