@@ -173,7 +173,6 @@ ngx_foko_chat_lane_init(ngx_foko_chat_lane_t *lane, ngx_uint_t limit,
 
     lane->limit = limit;
     lane->most = limit;
-    lane->least = ngx_max(limit / 16, 1);
     lane->max_waiting = max_waiting;
     lane->start = start;
 
@@ -251,14 +250,18 @@ ngx_foko_chat_lane_cancel(ngx_foko_chat_lane_t *lane, ngx_queue_t *entry)
 ngx_int_t
 ngx_foko_chat_lane_slower(ngx_foko_chat_lane_t *lane)
 {
-    if (lane->limit == lane->least
+    ngx_uint_t  least;
+
+    least = ngx_max(lane->most / 16, 1);
+
+    if (lane->limit == least
         || (lane->slowed && ngx_current_msec - lane->slowed < 1000))
     {
         return NGX_DECLINED;
     }
 
     lane->slowed = ngx_current_msec;
-    lane->limit = ngx_max(lane->limit / 2, lane->least);
+    lane->limit = ngx_max(lane->limit / 2, least);
 
     return NGX_OK;
 }

@@ -105,7 +105,6 @@ typedef ngx_int_t (*ngx_foko_chat_lane_start_pt)(ngx_queue_t *entry);
 struct ngx_foko_chat_lane_s {
     ngx_uint_t                    limit;        /* at once, now */
     ngx_uint_t                    most;         /* ... at most */
-    ngx_uint_t                    least;
     ngx_msec_t                    slowed;       /* the last halving */
     ngx_uint_t                    max_waiting;
     ngx_foko_chat_lane_start_pt   start;
