@@ -3,15 +3,18 @@
 # FerretDB, three nginx of the module on loopback).
 #
 # MEMBERS users (default 90) sign up and join one channel; member i keeps
-# a WebSocket open on host i mod 3.  A poster on host B posts at each
-# rate of RATES (messages per second, default 5,20,50) for DURATION
-# seconds (default 10), open loop: each message carries its scheduled
-# time, and a delivery's latency is its arrival time minus that.  The
-# clients on host B are the same-host deliveries, those on A and C the
-# cross-host ones.  Per step: p50, p99 and max of both, lost (expected but
-# not received after the drain) and duplicated deliveries, Redis's CPU and
-# bytes in and out (INFO before and after) per message and per cross-host
-# delivery, less what Redis does idle (measured first, as long as a step).
+# a WebSocket open on host i mod 3, in a client process of that host's own
+# (three processes).  A poster posts at each rate of RATES (messages per
+# second, default 5,20,50) for DURATION seconds (default 10), open loop,
+# to hosts A, B and C in turn: each message carries its scheduled time
+# and the host it was posted on, and a delivery's latency is its arrival
+# time minus that.  A delivery to a client of the host the message was
+# posted on is same-host, the others cross-host; each process sees both,
+# of the same messages, at the same reading load.  Per step: p50, p99 and
+# max of both (and p99 per host), lost (expected but not received after
+# the drain) and duplicated deliveries, Redis's CPU and bytes in and out
+# (INFO before and after) per message and per cross-host delivery, less
+# what Redis does idle (measured first, as long as a step).
 #
 # Run through bench/multihost/run.sh (it starts FerretDB and the harness).
 # It stops by itself: every wait has a deadline.
@@ -23,7 +26,9 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use Mojo::UserAgent;
 use Mojo::IOLoop;
-use JSON::PP;
+use JSON::PP qw(encode_json decode_json);
+use IO::Select;
+use POSIX ();
 
 use FokoChat::Nginx qw(:all);
 use FokoChat::Api;
@@ -87,25 +92,114 @@ my ($st, $ch) = on_host($B, sub {
 is $st, 201, "one channel of $members members";
 my $cid = $ch->{id};
 
-# member i on host i mod 3; its arrival times by seq
-my @clients;
-for my $i (0 .. $members - 1) {
-    my $h = $hosts[$i % 3];
-    my $c = on_host($h, sub { ws_mojo(token => $tokens[$i]) });
-    $c->{host} = $h->{name};
-    $c->{got} = {};
-    $c->{tx}->on(json => sub {
-        my (undef, $ev) = @_;
-        my $now = time;
-        return unless ref $ev eq 'HASH' && ($ev->{type} // '') eq 'message';
-        my $m = $ev->{message};
-        return unless ($m->{channel_id} // '') eq $cid;
-        my ($sched) = ($m->{text} // '') =~ /^t=([\d.]+);/ or return;
-        push @{ $c->{got}{ $m->{seq} } }, $now - $sched;
-    });
-    push @clients, $c;
+# One client process per host: member i keeps a WebSocket open on host
+# i mod 3, in the process of that host.  Each process reads only its own
+# host's frames, so the order in which one process reads a post's frames
+# does not count as distance between hosts.  Posts go to the hosts in
+# turn, so every process sees same-host and cross-host deliveries of the
+# same messages, at the same reading load.
+#
+# Parent and process talk over two pipes, one line each way:
+#   process: "ready N"                    its N members are signed in
+#   parent:  "end [seq, ...]"             a step is over: these were stored
+#   process: {"same": [...], ...}         what it received of them
+#   parent:  "quit"
+sub client_process {
+    my ($h, $members_of, $cmd, $res) = @_;
+    Mojo::IOLoop->reset;
+    my @mine;
+    for my $i (@$members_of) {
+        my $c = on_host($h, sub { ws_mojo(token => $tokens[$i]) });
+        $c->{got} = {};
+        $c->{tx}->on(json => sub {
+            my (undef, $ev) = @_;
+            my $now = time;
+            return unless ref $ev eq 'HASH' && ($ev->{type} // '') eq 'message';
+            my $m = $ev->{message};
+            return unless ($m->{channel_id} // '') eq $cid;
+            my ($sched, $from) = ($m->{text} // '') =~ /^t=([\d.]+);h=(\w);/
+                or return;
+            push @{ $c->{got}{ $m->{seq} } }, [$now - $sched, $from];
+        });
+        push @mine, $c;
+    }
+    syswrite $res, 'ready ' . scalar(grep { $_->{ready} } @mine) . "\n";
+    my $sel = IO::Select->new($cmd);
+    my $buf = '';
+    while (1) {
+        wait_until(sub { $sel->can_read(0) }, $limit);
+        sysread $cmd, $buf, 1 << 20, length $buf or last;
+        my ($line) = $buf =~ /^(.*)\n/ or next;
+        substr $buf, 0, length($line) + 1, '';
+        last if $line eq 'quit';
+        my ($json) = $line =~ /^end (.*)$/ or next;
+        my @want = @{ decode_json($json) };
+        wait_until(sub {
+            !grep { my $c = $_; grep { !$c->{got}{$_} } @want } @mine
+        }, $drain);
+        my %r = (same => [], cross => [], lost => 0, duplicated => 0,
+                 deliveries => 0);
+        for my $c (@mine) {
+            for my $s (@want) {
+                my $got = $c->{got}{$s};
+                if (!$got) {
+                    $r{lost}++;
+                    next;
+                }
+                $r{duplicated} += @$got - 1;
+                $r{deliveries}++;
+                my ($lat, $from) = @{ $got->[0] };
+                push @{ $from eq $h->{name} ? $r{same} : $r{cross} }, $lat;
+            }
+            $c->{got} = {};
+        }
+        syswrite $res, encode_json(\%r) . "\n";
+    }
+    $_->close for @mine;
+    POSIX::_exit(0);
 }
-is scalar(grep { $_->{ready} } @clients), $members, 'every member connected';
+
+my @procs;
+for my $k (0 .. 2) {
+    pipe my $cmd_r, my $cmd_w or die "pipe: $!\n";
+    pipe my $res_r, my $res_w or die "pipe: $!\n";
+    my @ids = grep { $_ % 3 == $k } 0 .. $members - 1;
+    my $pid = fork // die "fork: $!\n";
+    if (!$pid) {
+        close $cmd_w;
+        close $res_r;
+        client_process($hosts[$k], \@ids, $cmd_r, $res_w);
+    }
+    close $cmd_r;
+    close $res_w;
+    push @procs, { pid => $pid, cmd => $cmd_w, res => $res_r,
+                   host => $hosts[$k]{name}, members => scalar @ids };
+}
+
+# one line from a client process, with a deadline
+sub read_line {
+    my ($p, $timeout) = @_;
+    my $sel = IO::Select->new($p->{res});
+    my $deadline = time + $timeout;
+    $p->{buf} //= '';
+    my $line;
+    until (($line) = $p->{buf} =~ /^(.*)\n/) {
+        my $left = $deadline - time;
+        die "the client process of host $p->{host} did not answer\n"
+            unless $left > 0 && $sel->can_read($left);
+        sysread $p->{res}, $p->{buf}, 1 << 20, length $p->{buf}
+            or die "the client process of host $p->{host} ended\n";
+    }
+    substr $p->{buf}, 0, length($line) + 1, '';
+    return $line;
+}
+
+my $ready = 0;
+for my $p (@procs) {
+    my ($n) = read_line($p, 60 + $members) =~ /^ready (\d+)$/;
+    $ready += $n // 0;
+}
+is $ready, $members, 'every member connected, each host with its own client process';
 
 # bytes in and out, and CPU seconds, from one INFO to another
 sub redis_delta {
@@ -134,8 +228,9 @@ sub pct {
 }
 
 my $ua = Mojo::UserAgent->new(request_timeout => 10, max_connections => 64);
-my $url = "http://127.0.0.1:$B->{port}/api/channels/$cid/messages";
-my $poster = $tokens[1];     # member 1: on host B
+my @urls = map { "http://127.0.0.1:$_->{port}/api/channels/$cid/messages" }
+               @hosts;
+my $poster = $tokens[1];
 my $pad = 'x' x 60;
 my @results;
 
@@ -153,17 +248,17 @@ for my $rate (@rates) {
     my (%seq_of, $answered, $failed);
     $answered = 0;
     $failed = 0;
-    $_->{got} = {} for @clients;
 
     my $before = redis_info();
     my $start = time + 0.2;
     for my $k (0 .. $n - 1) {
         my $when = $start + $k / $rate;
         my $delay = $when - time();
+        my $h = $hosts[$k % 3];
         Mojo::IOLoop->timer($delay > 0 ? $delay : 0, sub {
             my $sched = sprintf '%.6f', $when;
-            $ua->post($url => { Authorization => "Bearer $poster" }
-                => json => { text => "t=$sched;n=$k;$pad" } => sub {
+            $ua->post($urls[$k % 3] => { Authorization => "Bearer $poster" }
+                => json => { text => "t=$sched;h=$h->{name};n=$k;$pad" } => sub {
                 my (undef, $tx) = @_;
                 $answered++;
                 my $code = $tx->res->code // 0;
@@ -178,34 +273,35 @@ for my $rate (@rates) {
         });
     }
     wait_until(sub { $answered >= $n }, $duration + 30);
-    my %want = map { $_ => 1 } values %seq_of;
-    wait_until(sub {
-        !grep { my $c = $_; grep { !$c->{got}{$_} } keys %want } @clients
-    }, $drain);
+    my @want = sort { $a <=> $b } values %seq_of;
+    syswrite $_->{cmd}, 'end ' . encode_json(\@want) . "\n" for @procs;
+    my (@same, @cross, %per_host);
+    my ($lost, $dups, $deliveries) = (0, 0, 0);
+    for my $p (@procs) {
+        my $r = decode_json(read_line($p, $drain + 30));
+        $lost += $r->{lost};
+        $dups += $r->{duplicated};
+        $deliveries += $r->{deliveries};
+        push @same, @{ $r->{same} };
+        push @cross, @{ $r->{cross} };
+        $per_host{ $p->{host} } = {
+            same_p99_ms => 1000 * pct($r->{same}, 0.99),
+            cross_p99_ms => 1000 * pct($r->{cross}, 0.99),
+            lost => $r->{lost},
+        };
+    }
     my $after = redis_info();
 
-    my (@same, @cross, $lost, $dups, $deliveries);
-    ($lost, $dups, $deliveries) = (0, 0, 0);
-    for my $c (@clients) {
-        for my $s (keys %want) {
-            my $got = $c->{got}{$s};
-            if (!$got) {
-                $lost++;
-                next;
-            }
-            $dups += @$got - 1;
-            $deliveries++;
-            push @{ $c->{host} eq 'B' ? \@same : \@cross }, $got->[0];
-        }
-    }
     my ($bytes, $cpu) = redis_delta($before, $after);
     my $cross_deliveries = scalar @cross;
     my $secs = $duration + (time - $start - $duration);
     my $net_bytes = $bytes - $idle_bytes * $secs / $duration;
     my $net_cpu = $cpu - $idle_cpu * $secs / $duration;
+    my $stored = scalar @want;
     my $r = {
-        rate => $rate, posted => $n, stored => scalar(keys %want),
+        rate => $rate, posted => $n, stored => $stored,
         failed => $failed, members => $members,
+        clients => 'one process per host', posts_on => 'A, B, C in turn',
         deliveries => $deliveries, lost => $lost, duplicated => $dups,
         same_p50_ms => 1000 * pct(\@same, 0.5),
         same_p99_ms => 1000 * pct(\@same, 0.99),
@@ -213,23 +309,26 @@ for my $rate (@rates) {
         cross_p50_ms => 1000 * pct(\@cross, 0.5),
         cross_p99_ms => 1000 * pct(\@cross, 0.99),
         cross_max_ms => 1000 * pct(\@cross, 1),
+        per_host => \%per_host,
         redis_cpu_s => $cpu,
         redis_bytes => $bytes,
         redis_idle_bytes => $idle_bytes, redis_idle_cpu_s => $idle_cpu,
-        redis_bytes_per_message => keys %want ? $net_bytes / keys %want : 0,
+        redis_bytes_per_message => $stored ? $net_bytes / $stored : 0,
         redis_bytes_per_cross_delivery =>
             $cross_deliveries ? $net_bytes / $cross_deliveries : 0,
-        redis_cpu_us_per_message =>
-            keys %want ? 1e6 * $net_cpu / keys %want : 0,
+        redis_cpu_us_per_message => $stored ? 1e6 * $net_cpu / $stored : 0,
     };
     push @results, $r;
     note sprintf 'rate %d/s: %d stored, same-host p50 %.1f p99 %.1f ms, '
         . 'cross-host p50 %.1f p99 %.1f ms (max %.1f), lost %d, dup %d, '
         . 'Redis %.0f B and %.0f us CPU per message (less idle)',
-        $rate, $r->{stored}, @$r{qw(same_p50_ms same_p99_ms cross_p50_ms
+        $rate, $stored, @$r{qw(same_p50_ms same_p99_ms cross_p50_ms
         cross_p99_ms cross_max_ms)}, $lost, $dups,
         $r->{redis_bytes_per_message}, $r->{redis_cpu_us_per_message};
-    is $r->{stored}, $n, "rate $rate: every post stored";
+    note sprintf '  host %s: same-host p99 %.1f ms, cross-host p99 %.1f ms',
+        $_, @{ $per_host{$_} }{qw(same_p99_ms cross_p99_ms)}
+        for sort keys %per_host;
+    is $stored, $n, "rate $rate: every post stored";
     is $lost, 0, "rate $rate: no delivery lost";
     is $dups, 0, "rate $rate: none twice";
 }
@@ -241,7 +340,11 @@ if ($out) {
     close $fh;
 }
 
-$_->close for @clients;
+for my $p (@procs) {
+    syswrite $p->{cmd}, "quit\n";
+    close $p->{cmd};
+}
+waitpid $_->{pid}, 0 for @procs;
 stop_foko_host($B);
 stop_foko_host($C);
 stop_foko();

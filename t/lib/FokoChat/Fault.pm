@@ -16,11 +16,14 @@ package FokoChat::Fault;
 # steps, so a compound fault is one line. The actions (%Actions):
 # mongo_kill (SIGKILL of FerretDB), mongo_start, mongo_stop (SIGSTOP),
 # mongo_cont (SIGCONT), the same four of Redis (redis_kill, redis_start,
-# empty, redis_stop, redis_cont; fault_harness(hosts => 2)), worker_kill
+# empty, redis_stop, redis_cont; fault_harness(hosts => 2)), redis_save
+# and redis_restore (Redis started again from a snapshot taken before),
+# worker_kill
 # (SIGKILL of the worker with the most subscriber connections), reload
 # (SIGHUP), resize (foko_chat_shm_size changed in the configuration, then
 # SIGHUP), host_kill (SIGKILL of a host's master and workers at once),
-# host_start (that host started again), wait (nothing). worker_kill,
+# host_start (that host started again), clients_move (the clients of a
+# host go to another one from then on), wait (nothing). worker_kill,
 # reload, resize, host_kill and host_start act on host A, or on the host
 # their argument names: [0, 'reload', 'B'].
 #
@@ -103,11 +106,16 @@ our @Cases = (
     # argument names the host it acts on
     ['Redis killed and restarted empty', 'redis_kill'],
     ['Redis paused 5 s', 'redis_pause'],
+    ['Redis restored from a snapshot 2 s old',
+     [[0, 'redis_save'], [2, 'redis_kill'], [1, 'redis_restore']]],
     ['a worker of host B killed', [[0, 'worker_kill', 'B']]],
     ['a reload of host B', [[0, 'reload', 'B']]],
     ['both hosts reloaded at once', [[0, 'reload', 'A'], [0, 'reload', 'B']]],
     ['host B killed (SIGKILL of master and workers) and started again',
      [[0, 'host_kill', 'B'], [3, 'host_start', 'B']]],
+    ['host B killed, its clients moved to host A, B started again 20 s later',
+     [[0, 'host_kill', 'B'], [0, 'clients_move', 'B'],
+      [20, 'host_start', 'B']]],
     ['MongoDB paused 5 s under two hosts', 'mongo_pause'],
 );
 
@@ -259,6 +267,28 @@ my %Actions = (
     redis_kill => sub { kill_server($_[0]{redis}) },
     # on the same port, empty: a new run_id
     redis_start => sub { redis_start($_[0]{redis}); return '' },
+    # a snapshot of Redis as it is now (SAVE), kept aside; redis_restore
+    # starts Redis again on the same port from it: older streams, counters
+    # and leases under a new run_id, as after a restore from a backup
+    redis_save => sub {
+        my $r = $_[0]{redis};
+        my $out = redis_cli($r, 'SAVE');
+        die "SAVE: $out\n" unless $out eq 'OK';
+        rename "$r->{dir}/dump.rdb", "$r->{dir}/snapshot.rdb"
+            or die "snapshot: $!\n";
+        return 'snapshot taken';
+    },
+    redis_restore => sub {
+        my $r = $_[0]{redis};
+        rename "$r->{dir}/snapshot.rdb", "$r->{dir}/dump.rdb"
+            or die "snapshot: $!\n";
+        redis_start($r);
+        # loaded at start; the next redis_start starts empty again
+        wait_until(sub { redis_cli($r, 'PING') eq 'PONG' }, 10)
+            or die "Redis did not load the snapshot\n";
+        unlink "$r->{dir}/dump.rdb";
+        return 'keys: ' . redis_cli($r, 'DBSIZE');
+    },
     redis_stop => sub { kill STOP => $_[0]{redis}{pid} },
     redis_cont => sub { kill CONT => $_[0]{redis}{pid} },
     worker_kill => sub {
@@ -295,6 +325,20 @@ my %Actions = (
             wait_workers($h->{workers});
         });
         return '';
+    },
+    # the clients of a host go to another from their next connection or
+    # post on, as a load balancer sends them once that host is gone
+    clients_move => sub {
+        my ($h, $from) = @_;
+        my $src = $h->node($from);
+        my ($to) = grep { $_ != $src } @{ $h->{nodes} };
+        my $n = 0;
+        for my $who (@{ $h->{posters} }, @{ $h->{subs} }) {
+            next unless $who->{host} == $src;
+            $who->{host} = $to;
+            $n++;
+        }
+        return "$n clients of host $from now go to host $to->{name}";
     },
     resize => sub {
         my ($h, $host) = @_;
@@ -649,6 +693,7 @@ sub fault_case {
         @{ $h->{users}{sub} };
     $subs[$_]{host} = $nodes[$_ % @nodes] for 0 .. $#subs;
     $h->{subs} = \@subs;
+    $h->{posters} = \@posters;
     $h->start_subscriber($_) for @subs;
     wait_until(sub { !grep { !($_->{conn} && $_->{conn}{ready}) } @subs }, 15)
         or die "$name: the subscribers did not sign in\n";
