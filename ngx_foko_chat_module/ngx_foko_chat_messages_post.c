@@ -6,7 +6,8 @@
  * the caller's membership: the channel cache when it holds the channel,
  * else MongoDB on the thread pool, one load per channel for all the posts
  * that wait for it.  The post takes the channel's next seq from the
- * shared zone and goes to the group-commit writer
+ * shared zone (with several hosts, the writer numbers it) and goes to the
+ * group-commit writer
  * (ngx_foko_chat_writer.c), which answers it once MongoDB has stored it.
  * Past foko_chat_write_queue waiting posts, new ones get 503 before a seq
  * is spent on them.
@@ -18,6 +19,7 @@
 #include "ngx_foko_chat_cache.h"
 #include "ngx_foko_chat_seq.h"
 #include "ngx_foko_chat_gaps.h"
+#include "ngx_foko_chat_redis.h"
 #include "ngx_foko_chat_status.h"
 
 
@@ -380,15 +382,20 @@ ngx_foko_chat_messages_take(ngx_foko_chat_shm_ctx_t *shm,
         }
     }
 
-    if (ngx_foko_chat_seq_next(shm, op->ch.id, &seq) != NGX_OK) {
+    if (ngx_foko_chat_redis_on()) {
+        /* the writer numbers it with every host's posts */
+        seq = 0;
+
+    } else if (ngx_foko_chat_seq_next(shm, op->ch.id, &seq) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ngx_foko_chat_op_log(op), 0,
                       "foko chat: no seq counter for channel %s",
                       op->ch.id);
         return NGX_ERROR;
-    }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_foko_chat_op_log(op), 0,
-                   "foko chat: post to %s takes seq %L", op->ch.id, seq);
+    } else {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_foko_chat_op_log(op), 0,
+                       "foko chat: post to %s takes seq %L", op->ch.id, seq);
+    }
 
     *message = ngx_foko_chat_messages_new(op, seq);
     if (*message == NULL) {

@@ -25,6 +25,7 @@
 #include "ngx_foko_chat_redis_int.h"
 
 #include <sys/random.h>
+#include <pthread.h>
 #include <ngx_sha1.h>
 
 
@@ -34,6 +35,7 @@
 #define NGX_FOKO_CHAT_REDIS_BATCH_BYTES  (1024 * 1024)
 #define NGX_FOKO_CHAT_REDIS_FIELDS       6         /* arguments an entry */
 #define NGX_FOKO_CHAT_REDIS_EXIT         10        /* s to flush at exit */
+#define NGX_FOKO_CHAT_REDIS_KEEP         8         /* idle connections */
 
 
 /*
@@ -140,6 +142,7 @@ static ngx_int_t ngx_foko_chat_redis_write_group(ngx_foko_chat_redis_job_t *job,
     ngx_uint_t p, ngx_uint_t eval);
 static ngx_int_t ngx_foko_chat_redis_write_done(ngx_foko_chat_task_t *task);
 static void ngx_foko_chat_redis_requeue(ngx_foko_chat_redis_job_t *job);
+static int ngx_foko_chat_redis_timeout(redisContext *c, ngx_msec_t ms);
 
 
 ngx_foko_chat_redis_conf_t  *ngx_foko_chat_redis_conf;
@@ -149,6 +152,12 @@ u_char  ngx_foko_chat_redis_host[NGX_FOKO_CHAT_HOST_ID_MAX + 2
 size_t  ngx_foko_chat_redis_host_len;
 
 static ngx_foko_chat_redis_pub_t  ngx_foko_chat_redis_pub;
+
+/* connections of the calls of limits and numbering, kept for the next */
+static redisContext    *ngx_foko_chat_redis_idle[NGX_FOKO_CHAT_REDIS_KEEP];
+static ngx_uint_t       ngx_foko_chat_redis_nidle;
+static pthread_mutex_t  ngx_foko_chat_redis_idle_mutex =
+                            PTHREAD_MUTEX_INITIALIZER;
 
 /* the script's SHA1 in hex, made at the worker's start */
 static u_char  ngx_foko_chat_redis_sha[40];
@@ -948,6 +957,108 @@ ngx_foko_chat_redis_connect(ngx_foko_chat_redis_conf_t *rcf, u_char *err)
     }
 
     return c;
+}
+
+
+redisContext *
+ngx_foko_chat_redis_kept_get(u_char *err, ngx_uint_t *kept)
+{
+    redisContext  *c;
+
+    c = NULL;
+
+    (void) pthread_mutex_lock(&ngx_foko_chat_redis_idle_mutex);
+
+    if (ngx_foko_chat_redis_nidle) {
+        c = ngx_foko_chat_redis_idle[--ngx_foko_chat_redis_nidle];
+    }
+
+    (void) pthread_mutex_unlock(&ngx_foko_chat_redis_idle_mutex);
+
+    *kept = (c != NULL);
+
+    if (c) {
+        return c;
+    }
+
+    return ngx_foko_chat_redis_connect(ngx_foko_chat_redis_conf, err);
+}
+
+
+void
+ngx_foko_chat_redis_kept_put(redisContext *c)
+{
+    (void) pthread_mutex_lock(&ngx_foko_chat_redis_idle_mutex);
+
+    if (ngx_foko_chat_redis_nidle < NGX_FOKO_CHAT_REDIS_KEEP) {
+        ngx_foko_chat_redis_idle[ngx_foko_chat_redis_nidle++] = c;
+        c = NULL;
+    }
+
+    (void) pthread_mutex_unlock(&ngx_foko_chat_redis_idle_mutex);
+
+    if (c) {
+        redisFree(c);
+    }
+}
+
+
+redisReply *
+ngx_foko_chat_redis_kept_call(redisContext **c, ngx_msec_t timeout,
+    int argc, const char **argv, const size_t *lens, u_char *err)
+{
+    ngx_uint_t   kept, again;
+    redisReply  *reply;
+
+    *c = ngx_foko_chat_redis_kept_get(err, &kept);
+
+    for (again = kept; *c; again = 0) {
+        if (timeout
+            && ngx_foko_chat_redis_timeout(*c, timeout) != REDIS_OK)
+        {
+            break;
+        }
+
+        reply = redisCommandArgv(*c, argc, argv, lens);
+
+        if (reply) {
+            if (timeout
+                && ngx_foko_chat_redis_timeout(*c, NGX_FOKO_CHAT_REDIS_TIMEOUT)
+                   != REDIS_OK)
+            {
+                ngx_foko_chat_redis_failed(c, reply, err);
+                return NULL;
+            }
+
+            return reply;
+        }
+
+        if (!again) {
+            break;
+        }
+
+        /* a kept connection that Redis closed (a restart): a new one */
+        redisFree(*c);
+        *c = ngx_foko_chat_redis_connect(ngx_foko_chat_redis_conf, err);
+    }
+
+    if (*c) {
+        ngx_foko_chat_redis_failed(c, NULL, err);
+    }
+
+    return NULL;
+}
+
+
+static int
+ngx_foko_chat_redis_timeout(redisContext *c, ngx_msec_t ms)
+{
+    struct timeval  tv;
+
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+
+    return redisSetTimeout(c, tv);
 }
 
 

@@ -98,6 +98,17 @@ ngx_int_t ngx_foko_chat_redis_limit_take(ngx_str_t *keys,
 ngx_int_t ngx_foko_chat_redis_limit_settle(ngx_str_t *clear,
     ngx_str_t *refund, u_char *err);
 
+/* numbering (ngx_foko_chat_redis_seq.c): the pool its calls run on */
+ngx_thread_pool_t *ngx_foko_chat_redis_seq_pool(void);
+/*
+ * On a thread: seqs taken together with every host, for "n" channels
+ * (their ids one after another in "channels"): counts[i] of them past
+ * the highest of Redis's counter and floors[i]; the first in firsts[i].
+ * NGX_ERROR: Redis failed ("err").
+ */
+ngx_int_t ngx_foko_chat_redis_seq_take(u_char *channels, int64_t *floors,
+    ngx_uint_t *counts, ngx_uint_t n, int64_t *firsts, u_char *err);
+
 /* this process publishes to and reads from Redis */
 ngx_uint_t ngx_foko_chat_redis_on(void);
 

@@ -53,6 +53,20 @@ extern size_t  ngx_foko_chat_redis_host_len;
 /* on a thread: a connection with its timeouts, or NULL and "err" */
 redisContext *ngx_foko_chat_redis_connect(ngx_foko_chat_redis_conf_t *rcf,
     u_char *err);
+/*
+ * On a thread: connections kept between calls (of limits, of numbering):
+ * one, "kept" if it was; one back, or closed if enough are kept.
+ */
+redisContext *ngx_foko_chat_redis_kept_get(u_char *err, ngx_uint_t *kept);
+void ngx_foko_chat_redis_kept_put(redisContext *c);
+/*
+ * On a thread: one command on a kept connection, once more on a new one
+ * if Redis had closed it, within "timeout" ms (0: the default); the reply
+ * (*c to be put back), or NULL with "err" and no connection.
+ */
+redisReply *ngx_foko_chat_redis_kept_call(redisContext **c,
+    ngx_msec_t timeout, int argc, const char **argv, const size_t *lens,
+    u_char *err);
 /* on a thread: the text of a failed call; the connection is dropped */
 void ngx_foko_chat_redis_failed(redisContext **c, redisReply *reply,
     u_char *err);

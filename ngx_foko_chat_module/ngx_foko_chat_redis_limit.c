@@ -14,10 +14,7 @@
 
 #include "ngx_foko_chat_redis_int.h"
 
-#include <pthread.h>
 
-
-#define NGX_FOKO_CHAT_REDIS_LIMIT_KEEP   8       /* idle connections */
 #define NGX_FOKO_CHAT_REDIS_LIMIT_KEYS   2
 
 
@@ -52,16 +49,6 @@ static const char  ngx_foko_chat_redis_limit_script[] =
     "return out\n";
 
 
-static redisContext    *ngx_foko_chat_redis_limit_idle[
-                                             NGX_FOKO_CHAT_REDIS_LIMIT_KEEP];
-static ngx_uint_t       ngx_foko_chat_redis_limit_nidle;
-static pthread_mutex_t  ngx_foko_chat_redis_limit_mutex =
-                            PTHREAD_MUTEX_INITIALIZER;
-
-
-static redisContext *ngx_foko_chat_redis_limit_get(u_char *err,
-    ngx_uint_t *kept);
-static void ngx_foko_chat_redis_limit_put(redisContext *c);
 static ngx_int_t ngx_foko_chat_redis_limit_settle_on(redisContext **c,
     ngx_str_t *clear, ngx_str_t *refund, u_char *err);
 
@@ -73,7 +60,7 @@ ngx_foko_chat_redis_limit_take(ngx_str_t *keys, ngx_foko_chat_limit_t *limits,
     ngx_uint_t n, time_t *wait, u_char *err)
 {
     u_char         *p;
-    ngx_uint_t      i, argc, kept;
+    ngx_uint_t      i, argc;
     redisReply     *reply;
     redisContext   *c;
     const char     *argv[3 + 3 * NGX_FOKO_CHAT_REDIS_LIMIT_KEYS];
@@ -83,11 +70,6 @@ ngx_foko_chat_redis_limit_take(ngx_str_t *keys, ngx_foko_chat_limit_t *limits,
 
     n = ngx_min(n, NGX_FOKO_CHAT_REDIS_LIMIT_KEYS);
     *wait = 0;
-
-    c = ngx_foko_chat_redis_limit_get(err, &kept);
-    if (c == NULL) {
-        return NGX_ERROR;
-    }
 
     argc = 0;
     argv[argc] = "EVAL"; lens[argc++] = 4;
@@ -112,20 +94,14 @@ ngx_foko_chat_redis_limit_take(ngx_str_t *keys, ngx_foko_chat_limit_t *limits,
         lens[argc++] = p - nums[2 * i + 1];
     }
 
-    reply = redisCommandArgv(c, (int) argc, argv, lens);
+    reply = ngx_foko_chat_redis_kept_call(&c, 0, (int) argc, argv, lens,
+                                          err);
 
-    if (reply == NULL && kept) {
-        /* a kept connection that Redis closed (a restart): a new one */
-        redisFree(c);
-        c = ngx_foko_chat_redis_connect(ngx_foko_chat_redis_conf, err);
-        if (c == NULL) {
-            return NGX_ERROR;
-        }
-
-        reply = redisCommandArgv(c, (int) argc, argv, lens);
+    if (reply == NULL) {
+        return NGX_ERROR;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    if (reply->type != REDIS_REPLY_ARRAY) {
         ngx_foko_chat_redis_failed(&c, reply, err);
         return NGX_ERROR;
     }
@@ -140,7 +116,7 @@ ngx_foko_chat_redis_limit_take(ngx_str_t *keys, ngx_foko_chat_limit_t *limits,
     }
 
     freeReplyObject(reply);
-    ngx_foko_chat_redis_limit_put(c);
+    ngx_foko_chat_redis_kept_put(c);
 
     return NGX_OK;
 }
@@ -156,7 +132,7 @@ ngx_foko_chat_redis_limit_settle(ngx_str_t *clear, ngx_str_t *refund,
     ngx_uint_t     kept;
     redisContext  *c;
 
-    c = ngx_foko_chat_redis_limit_get(err, &kept);
+    c = ngx_foko_chat_redis_kept_get(err, &kept);
     if (c == NULL) {
         return NGX_ERROR;
     }
@@ -177,7 +153,7 @@ ngx_foko_chat_redis_limit_settle(ngx_str_t *clear, ngx_str_t *refund,
         return NGX_ERROR;
     }
 
-    ngx_foko_chat_redis_limit_put(c);
+    ngx_foko_chat_redis_kept_put(c);
 
     return NGX_OK;
 }
@@ -220,47 +196,4 @@ ngx_foko_chat_redis_limit_settle_on(redisContext **c, ngx_str_t *clear,
     }
 
     return NGX_OK;
-}
-
-
-static redisContext *
-ngx_foko_chat_redis_limit_get(u_char *err, ngx_uint_t *kept)
-{
-    redisContext  *c;
-
-    c = NULL;
-
-    (void) pthread_mutex_lock(&ngx_foko_chat_redis_limit_mutex);
-
-    if (ngx_foko_chat_redis_limit_nidle) {
-        c = ngx_foko_chat_redis_limit_idle[--ngx_foko_chat_redis_limit_nidle];
-    }
-
-    (void) pthread_mutex_unlock(&ngx_foko_chat_redis_limit_mutex);
-
-    *kept = (c != NULL);
-
-    if (c) {
-        return c;
-    }
-
-    return ngx_foko_chat_redis_connect(ngx_foko_chat_redis_conf, err);
-}
-
-
-static void
-ngx_foko_chat_redis_limit_put(redisContext *c)
-{
-    (void) pthread_mutex_lock(&ngx_foko_chat_redis_limit_mutex);
-
-    if (ngx_foko_chat_redis_limit_nidle < NGX_FOKO_CHAT_REDIS_LIMIT_KEEP) {
-        ngx_foko_chat_redis_limit_idle[ngx_foko_chat_redis_limit_nidle++] = c;
-        c = NULL;
-    }
-
-    (void) pthread_mutex_unlock(&ngx_foko_chat_redis_limit_mutex);
-
-    if (c) {
-        redisFree(c);
-    }
 }

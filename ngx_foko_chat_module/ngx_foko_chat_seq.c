@@ -130,6 +130,36 @@ ngx_foko_chat_seq_next(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 }
 
 
+ngx_int_t
+ngx_foko_chat_seq_use(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t seq)
+{
+    ngx_int_t                  rc;
+    ngx_foko_chat_seq_node_t  *sn;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
+    if (sn) {
+        sn->last = ngx_max(sn->last, seq);
+        rc = NGX_OK;
+
+        if (seq > sn->through
+            && seq - sn->through - 1 < NGX_FOKO_CHAT_SEQ_WINDOW)
+        {
+            sn->owner[seq - sn->through - 1] = (u_char) ngx_foko_chat_seq_me;
+        }
+
+    } else {
+        rc = NGX_DECLINED;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
 int64_t
 ngx_foko_chat_seq_last(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
 {

@@ -29,6 +29,14 @@ void ngx_foko_chat_seq_init_process(ngx_foko_chat_shm_ctx_t *ctx);
 ngx_int_t ngx_foko_chat_seq_next(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel, int64_t *seq);
 
+/*
+ * A seq numbered with the other hosts (in Redis): the counter goes past
+ * it, and this worker holds it until it is stored.  NGX_DECLINED: the
+ * counter is not loaded.
+ */
+ngx_int_t ngx_foko_chat_seq_use(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t seq);
+
 /* the highest seq handed out, or -1 if the counter is not loaded */
 int64_t ngx_foko_chat_seq_last(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel);

@@ -3,7 +3,10 @@
  * Foko chat: the group-commit writer of posted messages.
  *
  * A post gets its seq from the channel's counter in the shared zone
- * before it gets here, then waits in this worker's write queue.  One batch
+ * before it gets here, then waits in this worker's write queue.  With
+ * several hosts (Redis) it comes without one, and the writer numbers the
+ * posts of a batch together with every host's, in one call to Redis, just
+ * before it writes them; if Redis does not answer, from the zone.  One batch
  * at a time goes to MongoDB in a single round trip (group commit); when
  * MongoDB has acknowledged it, each message becomes an event and every
  * post of the batch is answered.  A failed batch goes back to the head of
@@ -21,6 +24,7 @@
 #include "ngx_foko_chat_writer.h"
 #include "ngx_foko_chat_event.h"
 #include "ngx_foko_chat_messages_idem.h"
+#include "ngx_foko_chat_redis.h"
 #include "ngx_foko_chat_seq.h"
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_status.h"
@@ -34,6 +38,7 @@
 #define NGX_FOKO_CHAT_EXIT_HOLD   250       /* the tick while exiting */
 #define NGX_FOKO_CHAT_EXIT_WAIT   4000      /* to write the queue at exit */
 #define NGX_FOKO_CHAT_EXIT_RETRY  500       /* the backoff while exiting */
+#define NGX_FOKO_CHAT_NUMBER_OFF  1000      /* ms from the zone, Redis failed */
 
 #define NGX_FOKO_CHAT_SEQ_TAKEN   NGX_HTTP_CONFLICT  /* status: again */
 #define NGX_FOKO_CHAT_REUSED      422                /* status: elsewhere */
@@ -54,7 +59,24 @@ typedef struct {
     ngx_foko_chat_target_t        *target;       /* NULL: answered 503 */
     ngx_uint_t                     tries;        /* seqs found taken */
     ngx_event_t                    bound;        /* POST_WAIT */
+    unsigned                       unnumbered:1; /* no seq yet (Redis) */
 } ngx_foko_chat_pending_t;
+
+
+/* the posts of a batch to be numbered in Redis, by channel */
+
+typedef struct {
+    ngx_foko_chat_pending_t      **posts;        /* in queue order */
+    ngx_uint_t                    *group;        /* each post's channel */
+    ngx_uint_t                     nposts;
+    u_char                        *channels;     /* ids, one after another */
+    int64_t                       *floors;
+    ngx_uint_t                    *counts;
+    int64_t                       *firsts;
+    ngx_uint_t                     n;
+    ngx_int_t                      rc;
+    u_char                         err[NGX_FOKO_CHAT_REDIS_ERR_LEN];
+} ngx_foko_chat_numbering_t;
 
 
 typedef struct {
@@ -78,7 +100,8 @@ typedef struct {
     ngx_msec_t                     backoff;
     ngx_uint_t                     npreparing;
     ngx_msec_t                     exit_at;      /* the exit was seen */
-    unsigned                       busy:1;
+    ngx_msec_t                     number_off;   /* zone seqs until then */
+    unsigned                       busy:1;       /* a batch or numbering */
     unsigned                       failing:1;
     unsigned                       exiting:1;
     unsigned                       given_up:1;   /* EXIT_WAIT is over */
@@ -86,6 +109,14 @@ typedef struct {
 
 
 static void ngx_foko_chat_writer_kick(void);
+static ngx_int_t ngx_foko_chat_writer_number(void);
+static void ngx_foko_chat_writer_number_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_writer_number_done(ngx_foko_chat_task_t *task);
+static ngx_int_t ngx_foko_chat_writer_numbered(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_pending_t *p, int64_t seq);
+static void ngx_foko_chat_writer_unqueue(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_pending_t *p, ngx_foko_chat_err_e error);
 static void ngx_foko_chat_writer_retry(ngx_event_t *ev);
 static void ngx_foko_chat_writer_hold(ngx_event_t *ev);
 static ngx_uint_t ngx_foko_chat_writer_exit(void);
@@ -202,6 +233,7 @@ ngx_foko_chat_writer_add(ngx_foko_chat_target_t *t, json_t *message)
 
     p->message = message;
     p->target = t;
+    p->unnumbered = (json_integer_value(json_object_get(message, "seq")) == 0);
 
     p->bound.handler = ngx_foko_chat_writer_bound;
     p->bound.data = &ngx_foko_chat_writer_conn;
@@ -239,6 +271,13 @@ ngx_foko_chat_writer_kick(void)
     if (ngx_foko_chat_writer.busy || ngx_foko_chat_writer.retry.timer_set
         || ngx_queue_empty(&ngx_foko_chat_writer.waiting))
     {
+        return;
+    }
+
+    if (ngx_foko_chat_writer_number() != NGX_OK
+        || ngx_queue_empty(&ngx_foko_chat_writer.waiting))
+    {
+        /* Redis numbers them: the batch starts once they have seqs */
         return;
     }
 
@@ -301,6 +340,267 @@ ngx_foko_chat_writer_kick(void)
 retry:
 
     ngx_add_timer(&ngx_foko_chat_writer.retry, ngx_foko_chat_writer.backoff);
+}
+
+
+/*
+ * The posts of the next batch that have no seq yet get theirs: NGX_OK,
+ * from the zone if Redis failed a moment ago; or NGX_AGAIN, from Redis,
+ * in a task on its pool, which kicks the writer again when it is done.
+ */
+
+static ngx_int_t
+ngx_foko_chat_writer_number(void)
+{
+    size_t                      size;
+    u_char                     *channel;
+    ngx_uint_t                  i, g, k;
+    ngx_queue_t                *q;
+    ngx_thread_pool_t          *pool;
+    ngx_foko_chat_task_t       *task;
+    ngx_foko_chat_pending_t    *p;
+    ngx_foko_chat_shm_ctx_t    *shm;
+    ngx_foko_chat_numbering_t  *nb;
+
+    if (!ngx_foko_chat_redis_on()) {
+        /* one host: take() numbered every post from the zone */
+        return NGX_OK;
+    }
+
+    k = 0;
+
+    for (q = ngx_queue_head(&ngx_foko_chat_writer.waiting);
+         q != ngx_queue_sentinel(&ngx_foko_chat_writer.waiting)
+         && k < NGX_FOKO_CHAT_BATCH_MAX;
+         q = ngx_queue_next(q))
+    {
+        p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
+        k += p->unnumbered;
+    }
+
+    if (k == 0) {
+        return NGX_OK;
+    }
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+    pool = ngx_foko_chat_redis_seq_pool();
+    task = NULL;
+
+    if (pool && (ngx_msec_int_t) (ngx_current_msec
+                                  - ngx_foko_chat_writer.number_off) >= 0)
+    {
+        size = sizeof(ngx_foko_chat_numbering_t)
+               + k * (sizeof(ngx_foko_chat_pending_t *) + 2 * sizeof(ngx_uint_t)
+                      + NGX_FOKO_CHAT_OID_LEN + 2 * sizeof(int64_t));
+
+        task = ngx_foko_chat_task_create(size, ngx_cycle->log);
+    }
+
+    if (task == NULL) {
+        /* without Redis for now: numbered here, as on one host */
+
+        q = ngx_queue_head(&ngx_foko_chat_writer.waiting);
+
+        for (i = 0;
+             i < NGX_FOKO_CHAT_BATCH_MAX
+             && q != ngx_queue_sentinel(&ngx_foko_chat_writer.waiting);
+             /* void */)
+        {
+            p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
+            q = ngx_queue_next(q);
+
+            if (!p->unnumbered
+                || ngx_foko_chat_writer_numbered(shm, p, 0) == NGX_OK)
+            {
+                /* a post that could not be numbered left the queue */
+                i++;
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    nb = task->data;
+    nb->posts = (ngx_foko_chat_pending_t **) (nb + 1);
+    nb->firsts = (int64_t *) (nb->posts + k);
+    nb->floors = nb->firsts + k;
+    nb->group = (ngx_uint_t *) (nb->floors + k);
+    nb->counts = nb->group + k;
+    nb->channels = (u_char *) (nb->counts + k);
+
+    for (q = ngx_queue_head(&ngx_foko_chat_writer.waiting);
+         nb->nposts < k;
+         q = ngx_queue_next(q))
+    {
+        p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
+
+        if (!p->unnumbered) {
+            continue;
+        }
+
+        channel = (u_char *) json_string_value(json_object_get(p->message,
+                                                               "channel_id"));
+
+        for (g = 0; g < nb->n; g++) {
+            if (ngx_memcmp(nb->channels + g * NGX_FOKO_CHAT_OID_LEN, channel,
+                           NGX_FOKO_CHAT_OID_LEN)
+                == 0)
+            {
+                break;
+            }
+        }
+
+        if (g == nb->n) {
+            ngx_memcpy(nb->channels + g * NGX_FOKO_CHAT_OID_LEN, channel,
+                       NGX_FOKO_CHAT_OID_LEN);
+            nb->floors[g] = ngx_max(ngx_foko_chat_seq_last(shm, channel), 0);
+            nb->counts[g] = 0;
+            nb->n++;
+        }
+
+        nb->counts[g]++;
+        nb->group[nb->nposts] = g;
+        nb->posts[nb->nposts++] = p;
+    }
+
+    task->run = ngx_foko_chat_writer_number_run;
+    task->done = ngx_foko_chat_writer_number_done;
+
+    if (ngx_foko_chat_task_post(task, pool) != NGX_OK) {
+        for (i = 0; i < nb->nposts; i++) {
+            (void) ngx_foko_chat_writer_numbered(shm, nb->posts[i], 0);
+        }
+
+        ngx_foko_chat_task_free(task);
+
+        return NGX_OK;
+    }
+
+    /* nothing leaves the queue meanwhile: not written, not dropped */
+    ngx_foko_chat_writer.busy = 1;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_foko_chat_writer_number_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_numbering_t  *nb = task->data;
+
+    nb->rc = ngx_foko_chat_redis_seq_take(nb->channels, nb->floors,
+                                          nb->counts, nb->n, nb->firsts,
+                                          nb->err);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_writer_number_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_numbering_t  *nb = task->data;
+
+    ngx_uint_t                i, g;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    ngx_foko_chat_writer.busy = 0;
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+
+    if (task->failed || nb->rc != NGX_OK) {
+        if ((ngx_msec_int_t) (ngx_current_msec
+                              - ngx_foko_chat_writer.number_off) >= 0)
+        {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "foko chat: Redis did not number %ui posts (%s); "
+                          "numbered from this host's zone for %M ms",
+                          nb->nposts,
+                          task->failed ? "the thread pool failed"
+                                       : (char *) nb->err,
+                          (ngx_msec_t) NGX_FOKO_CHAT_NUMBER_OFF);
+        }
+
+        ngx_foko_chat_writer.number_off = ngx_current_msec
+                                          + NGX_FOKO_CHAT_NUMBER_OFF;
+    }
+
+    for (i = 0; i < nb->nposts; i++) {
+        if (task->failed || nb->rc != NGX_OK) {
+            (void) ngx_foko_chat_writer_numbered(shm, nb->posts[i], 0);
+            continue;
+        }
+
+        g = nb->group[i];
+        (void) ngx_foko_chat_writer_numbered(shm, nb->posts[i],
+                                             nb->firsts[g]++);
+    }
+
+    ngx_foko_chat_writer_kick();
+
+    return NGX_OK;
+}
+
+
+/*
+ * A post takes "seq" from Redis, or with 0, the next one of the zone; a
+ * post that cannot (no counter) is answered and leaves the queue:
+ * NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_foko_chat_writer_numbered(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_pending_t *p, int64_t seq)
+{
+    u_char     *channel;
+    ngx_int_t   rc;
+
+    channel = (u_char *) json_string_value(json_object_get(p->message,
+                                                           "channel_id"));
+
+    rc = seq ? ngx_foko_chat_seq_use(shm, channel, seq)
+             : ngx_foko_chat_seq_next(shm, channel, &seq);
+
+    if (rc == NGX_OK
+        && json_object_set_new(p->message, "seq", json_integer(seq)) == 0)
+    {
+        p->unnumbered = 0;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "foko chat: post to %s takes seq %L", channel, seq);
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "foko chat: no seq counter for channel %s", channel);
+
+    ngx_foko_chat_writer_unqueue(shm, p, NGX_FOKO_CHAT_E_NOT_TAKEN);
+
+    return NGX_ERROR;
+}
+
+
+/* a waiting post leaves the queue unstored, answered with the error */
+
+static void
+ngx_foko_chat_writer_unqueue(ngx_foko_chat_shm_ctx_t *shm,
+    ngx_foko_chat_pending_t *p, ngx_foko_chat_err_e error)
+{
+    ngx_foko_chat_answer_t  a;
+
+    ngx_queue_remove(&p->queue);
+    ngx_foko_chat_writer.nwaiting--;
+
+    if (p->bound.timer_set) {
+        ngx_del_timer(&p->bound);
+    }
+
+    if (p->target) {
+        ngx_memzero(&a, sizeof(ngx_foko_chat_answer_t));
+        a.error = error;
+        ngx_foko_chat_target_answer(p->target, &a);
+    }
+
+    ngx_foko_chat_writer_settle_idem(shm, p->message, NULL);
+    json_decref(p->message);
+    ngx_free(p);
 }
 
 
@@ -382,7 +682,6 @@ ngx_foko_chat_writer_drop(void)
 {
     ngx_uint_t                n;
     ngx_queue_t              *q;
-    ngx_foko_chat_answer_t    a;
     ngx_foko_chat_shm_ctx_t  *shm;
     ngx_foko_chat_pending_t  *p;
 
@@ -390,24 +689,9 @@ ngx_foko_chat_writer_drop(void)
 
     for (n = 0; !ngx_queue_empty(&ngx_foko_chat_writer.waiting); n++) {
         q = ngx_queue_head(&ngx_foko_chat_writer.waiting);
-        ngx_queue_remove(q);
-        ngx_foko_chat_writer.nwaiting--;
-
         p = ngx_queue_data(q, ngx_foko_chat_pending_t, queue);
 
-        if (p->bound.timer_set) {
-            ngx_del_timer(&p->bound);
-        }
-
-        if (p->target) {
-            ngx_memzero(&a, sizeof(ngx_foko_chat_answer_t));
-            a.error = NGX_FOKO_CHAT_E_STORAGE;
-            ngx_foko_chat_target_answer(p->target, &a);
-        }
-
-        ngx_foko_chat_writer_settle_idem(shm, p->message, NULL);
-        json_decref(p->message);
-        ngx_free(p);
+        ngx_foko_chat_writer_unqueue(shm, p, NGX_FOKO_CHAT_E_STORAGE);
     }
 
     if (ngx_foko_chat_writer.retry.timer_set) {

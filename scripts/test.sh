@@ -31,6 +31,8 @@ module=$root/build/ngx_foko_chat_module.so
 if [ -n "${FOKO_SANITIZE:-}" ]; then
     module=$root/build-asan/ngx_foko_chat_module.so
 fi
+# FOKO_MODULE=path: another build (a benchmark's "before"), as it is
+module=${FOKO_MODULE:-$module}
 
 tmp=$(mktemp -d)
 ferretdb_pid=

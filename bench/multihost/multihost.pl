@@ -12,7 +12,8 @@
 # posted on is same-host, the others cross-host; each process sees both,
 # of the same messages, at the same reading load.  Per step: p50, p99 and
 # max of both (and p99 per host), lost (expected but not received after
-# the drain) and duplicated deliveries, Redis's CPU and bytes in and out
+# the drain) and duplicated deliveries, posts renumbered because another
+# host had stored their seq first, Redis's CPU and bytes in and out
 # (INFO before and after) per message and per cross-host delivery, less
 # what Redis does idle (measured first, as long as a step).
 #
@@ -250,6 +251,8 @@ for my $rate (@rates) {
     $failed = 0;
 
     my $before = redis_info();
+    my %log_at = map { $_->{name} => -s "$_->{root}/logs/error.log" // 0 }
+                     @hosts;
     my $start = time + 0.2;
     for my $k (0 .. $n - 1) {
         my $when = $start + $k / $rate;
@@ -266,7 +269,7 @@ for my $rate (@rates) {
                     $seq_of{$k} = $tx->res->json->{message}{seq};
                 } else {
                     diag "a post: $code " . ($tx->res->body // '')
-                        . ($tx->error ? " $tx->error->{message}" : '')
+                        . ($tx->error ? ' ' . $tx->error->{message} : '')
                         unless $failed++;
                 }
             });
@@ -292,6 +295,16 @@ for my $rate (@rates) {
     }
     my $after = redis_info();
 
+    # posts whose seq another host had stored first, renumbered by the
+    # writer (each logs it at warn): what numbering from each host's own
+    # zone costs
+    my $renumbered = 0;
+    for my $h (@hosts) {
+        open my $fh, '<', "$h->{root}/logs/error.log" or next;
+        seek $fh, $log_at{ $h->{name} }, 0;
+        $renumbered += grep { /was stored by other workers/ } <$fh>;
+    }
+
     my ($bytes, $cpu) = redis_delta($before, $after);
     my $cross_deliveries = scalar @cross;
     my $secs = $duration + (time - $start - $duration);
@@ -303,6 +316,7 @@ for my $rate (@rates) {
         failed => $failed, members => $members,
         clients => 'one process per host', posts_on => 'A, B, C in turn',
         deliveries => $deliveries, lost => $lost, duplicated => $dups,
+        renumbered => $renumbered,
         same_p50_ms => 1000 * pct(\@same, 0.5),
         same_p99_ms => 1000 * pct(\@same, 0.99),
         same_max_ms => 1000 * pct(\@same, 1),
@@ -321,10 +335,12 @@ for my $rate (@rates) {
     push @results, $r;
     note sprintf 'rate %d/s: %d stored, same-host p50 %.1f p99 %.1f ms, '
         . 'cross-host p50 %.1f p99 %.1f ms (max %.1f), lost %d, dup %d, '
-        . 'Redis %.0f B and %.0f us CPU per message (less idle)',
+        . 'Redis %.0f B and %.0f us CPU per message (less idle), '
+        . '%d renumbered after another host took their seq',
         $rate, $stored, @$r{qw(same_p50_ms same_p99_ms cross_p50_ms
         cross_p99_ms cross_max_ms)}, $lost, $dups,
-        $r->{redis_bytes_per_message}, $r->{redis_cpu_us_per_message};
+        $r->{redis_bytes_per_message}, $r->{redis_cpu_us_per_message},
+        $renumbered;
     note sprintf '  host %s: same-host p99 %.1f ms, cross-host p99 %.1f ms',
         $_, @{ $per_host{$_} }{qw(same_p99_ms cross_p99_ms)}
         for sort keys %per_host;
