@@ -20,6 +20,7 @@
 
 
 #include "ngx_foko_chat_gaps.h"
+#include "ngx_foko_chat_redis.h"
 #include "ngx_foko_chat_seq.h"
 #include "ngx_foko_chat_shm.h"
 #include "ngx_foko_chat_store.h"
@@ -90,6 +91,10 @@ ngx_foko_chat_gaps_check(ngx_event_t *ev)
 
     n = 0;
     queued = 0;
+
+    if (shm && ngx_foko_chat_redis_on()) {
+        ngx_foko_chat_redis_seq_audit(shm);
+    }
 
     if (shm && gaps) {
         n = ngx_foko_chat_seq_orphans(shm, gaps, NGX_FOKO_CHAT_GAPS_MAX);

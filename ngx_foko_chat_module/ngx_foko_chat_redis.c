@@ -1179,6 +1179,7 @@ ngx_foko_chat_redis_status(ngx_foko_chat_shm_ctx_t *ctx,
     st->applied = rsh->applied;
     st->own = rsh->own;
     st->losses = rsh->losses;
+    st->heard = rsh->heard;
     st->dropped = rsh->dropped;
     st->lag = rsh->lag;
     st->hosts = rsh->hosts;

@@ -45,6 +45,7 @@ typedef struct {
     uint64_t                   applied;
     uint64_t                   own;
     uint64_t                   losses;
+    uint64_t                   heard;
     uint64_t                   dropped;
     uint64_t                   lag;
     uint64_t                   hosts;
@@ -108,6 +109,14 @@ ngx_thread_pool_t *ngx_foko_chat_redis_seq_pool(void);
  */
 ngx_int_t ngx_foko_chat_redis_seq_take(u_char *channels, int64_t *floors,
     ngx_uint_t *counts, ngx_uint_t n, int64_t *firsts, u_char *err);
+
+/*
+ * Every second, from every worker: one worker of the host at a time reads
+ * Redis's counters of the zone's channels back (after a loss at once,
+ * otherwise every few seconds); a seq that no event brought is then
+ * waited for and filled like another host's.
+ */
+void ngx_foko_chat_redis_seq_audit(ngx_foko_chat_shm_ctx_t *shm);
 
 /* this process publishes to and reads from Redis */
 ngx_uint_t ngx_foko_chat_redis_on(void);

@@ -11,13 +11,51 @@
  * that went back all the same only costs a collision, which the unique
  * {channel_id, seq} index catches as before.  A counter left alone for a
  * day expires, and the next post starts it again from the floor.
+ *
+ * The counters also tell a host of seqs that no event brought it: a post
+ * whose stream entry was lost (trimmed, or its host died between
+ * MongoDB's acknowledgement and its XADD) in a channel where nothing is
+ * posted after it.  Every NGX_FOKO_CHAT_REDIS_AUDIT_EVERY seconds, and
+ * right after a loss, one worker of the host reads the counters of up to
+ * NGX_FOKO_CHAT_REDIS_AUDIT_MAX of the zone's channels (the next ones
+ * each time) with one MGET; a counter past the zone's is a seq that the
+ * channel then waits for as another host's, and that the gap check fills
+ * from MongoDB (or with a tombstone) after the stall period.
  */
 
 
 #include "ngx_foko_chat_redis_int.h"
+#include "ngx_foko_chat_seq.h"
 
 
 #define NGX_FOKO_CHAT_REDIS_SEQ_TIMEOUT  250       /* ms: then the zone */
+#define NGX_FOKO_CHAT_REDIS_AUDIT_EVERY  10        /* seconds */
+#define NGX_FOKO_CHAT_REDIS_AUDIT_MAX    512       /* channels a round */
+#define NGX_FOKO_CHAT_REDIS_AUDIT_TIMEOUT  1000    /* ms */
+
+
+typedef struct {
+    ngx_uint_t                 n;
+    u_char                    *channels;       /* n ids, one after another */
+    int64_t                   *tops;
+    ngx_int_t                  rc;
+    u_char                     err[NGX_FOKO_CHAT_REDIS_ERR_LEN];
+} ngx_foko_chat_redis_audit_t;
+
+
+static redisReply *ngx_foko_chat_redis_seq_call(redisContext **c,
+    ngx_msec_t timeout, int argc, const char **argv, size_t *lens,
+    ngx_uint_t n, u_char *err);
+static void ngx_foko_chat_redis_seq_keys(u_char *names, u_char *channels,
+    ngx_uint_t n, const char **argv, size_t *lens);
+static ngx_int_t ngx_foko_chat_redis_seq_read(u_char *channels, ngx_uint_t n,
+    int64_t *tops, u_char *err);
+static void ngx_foko_chat_redis_audit_run(ngx_foko_chat_task_t *task,
+    ngx_log_t *log);
+static ngx_int_t ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task);
+
+
+static ngx_uint_t  ngx_foko_chat_redis_auditing;
 
 
 /* KEYS: the counters; ARGV: per key, the floor and how many to take */
@@ -84,14 +122,9 @@ ngx_foko_chat_redis_seq_take(u_char *channels, int64_t *floors,
     lens[argc] = p - (u_char *) argv[argc];
     argc++;
 
-    for (i = 0; i < n; i++) {
-        argv[argc] = (const char *) names
-                     + i * (sizeof("foko:seq:") + NGX_FOKO_CHAT_OID_LEN);
-        (void) ngx_sprintf((u_char *) argv[argc], "foko:seq:%*s",
-                           (size_t) NGX_FOKO_CHAT_OID_LEN,
-                           channels + i * NGX_FOKO_CHAT_OID_LEN);
-        lens[argc++] = sizeof("foko:seq:") - 1 + NGX_FOKO_CHAT_OID_LEN;
-    }
+    ngx_foko_chat_redis_seq_keys(names, channels, n, argv + argc,
+                                 lens + argc);
+    argc += n;
 
     for (i = 0; i < n; i++) {
         argv[argc] = (const char *) p;
@@ -105,16 +138,11 @@ ngx_foko_chat_redis_seq_take(u_char *channels, int64_t *floors,
         argc++;
     }
 
-    reply = ngx_foko_chat_redis_kept_call(&c, NGX_FOKO_CHAT_REDIS_SEQ_TIMEOUT,
-                                          (int) argc, argv, lens, err);
+    reply = ngx_foko_chat_redis_seq_call(&c, NGX_FOKO_CHAT_REDIS_SEQ_TIMEOUT,
+                                         (int) argc, argv, lens, n, err);
     rc = NGX_ERROR;
 
     if (reply == NULL) {
-        goto done;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
-        ngx_foko_chat_redis_failed(&c, reply, err);
         goto done;
     }
 
@@ -140,4 +168,240 @@ done:
     free(names);
 
     return rc;
+}
+
+
+/* on a thread: a call answered with one element per channel; NULL: not */
+
+static redisReply *
+ngx_foko_chat_redis_seq_call(redisContext **c, ngx_msec_t timeout, int argc,
+    const char **argv, size_t *lens, ngx_uint_t n, u_char *err)
+{
+    redisReply  *reply;
+
+    reply = ngx_foko_chat_redis_kept_call(c, timeout, argc, argv, lens, err);
+
+    if (reply
+        && (reply->type != REDIS_REPLY_ARRAY || reply->elements != n))
+    {
+        ngx_foko_chat_redis_failed(c, reply, err);
+        return NULL;
+    }
+
+    return reply;
+}
+
+
+/* the counters' keys of "n" channels, written into "names" */
+
+static void
+ngx_foko_chat_redis_seq_keys(u_char *names, u_char *channels, ngx_uint_t n,
+    const char **argv, size_t *lens)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        argv[i] = (const char *) names
+                  + i * (sizeof("foko:seq:") + NGX_FOKO_CHAT_OID_LEN);
+        (void) ngx_sprintf((u_char *) argv[i], "foko:seq:%*s",
+                           (size_t) NGX_FOKO_CHAT_OID_LEN,
+                           channels + i * NGX_FOKO_CHAT_OID_LEN);
+        lens[i] = sizeof("foko:seq:") - 1 + NGX_FOKO_CHAT_OID_LEN;
+    }
+}
+
+
+/* on a thread: the counters of "n" channels, 0 for one that Redis lacks */
+
+static ngx_int_t
+ngx_foko_chat_redis_seq_read(u_char *channels, ngx_uint_t n, int64_t *tops,
+    u_char *err)
+{
+    u_char         *names;
+    size_t         *lens;
+    ngx_int_t       rc;
+    ngx_uint_t      i;
+    const char    **argv;
+    redisReply     *reply, *e;
+    redisContext   *c;
+
+    argv = malloc((1 + n) * (sizeof(char *) + sizeof(size_t)));
+    names = malloc(n * (sizeof("foko:seq:") + NGX_FOKO_CHAT_OID_LEN));
+
+    if (argv == NULL || names == NULL) {
+        free(argv);
+        free(names);
+        ngx_cpystrn(err, (u_char *) "out of memory",
+                    NGX_FOKO_CHAT_REDIS_ERR_LEN);
+        return NGX_ERROR;
+    }
+
+    lens = (size_t *) (argv + 1 + n);
+
+    argv[0] = "MGET";
+    lens[0] = 4;
+
+    ngx_foko_chat_redis_seq_keys(names, channels, n, argv + 1, lens + 1);
+
+    reply = ngx_foko_chat_redis_seq_call(&c,
+                                         NGX_FOKO_CHAT_REDIS_AUDIT_TIMEOUT,
+                                         (int) (1 + n), argv, lens, n, err);
+    rc = NGX_ERROR;
+
+    if (reply == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        e = reply->element[i];
+        tops[i] = (e->type == REDIS_REPLY_STRING)
+                  ? ngx_atoof((u_char *) e->str, e->len) : 0;
+    }
+
+    freeReplyObject(reply);
+    ngx_foko_chat_redis_kept_put(c);
+    rc = NGX_OK;
+
+done:
+
+    free(argv);
+    free(names);
+
+    return rc;
+}
+
+
+/*
+ * Called every second by every worker (ngx_foko_chat_gaps.c): the
+ * worker whose turn it is reads the next channels' counters.
+ */
+
+void
+ngx_foko_chat_redis_seq_audit(ngx_foko_chat_shm_ctx_t *shm)
+{
+    time_t                        now;
+    ngx_uint_t                    n, from;
+    ngx_thread_pool_t            *pool;
+    ngx_foko_chat_task_t         *task;
+    ngx_foko_chat_redis_sh_t     *rsh;
+    ngx_foko_chat_redis_audit_t  *au;
+
+    pool = ngx_foko_chat_redis_seq_pool();
+
+    if (pool == NULL || ngx_foko_chat_redis_auditing) {
+        return;
+    }
+
+    rsh = &shm->sh->redis;
+    now = ngx_time();
+
+    /* one worker a round: the one that moves "audited" */
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+
+    if (now - (time_t) rsh->audited < NGX_FOKO_CHAT_REDIS_AUDIT_EVERY
+        && rsh->lost_at <= rsh->audited)
+    {
+        ngx_shmtx_unlock(&shm->shpool->mutex);
+        return;
+    }
+
+    rsh->audited = now;
+    from = rsh->audit_from;
+
+    ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_redis_audit_t)
+                                     + NGX_FOKO_CHAT_REDIS_AUDIT_MAX
+                                       * (sizeof(int64_t)
+                                          + NGX_FOKO_CHAT_OID_LEN),
+                                     ngx_cycle->log);
+    if (task == NULL) {
+        return;
+    }
+
+    au = task->data;
+    au->tops = (int64_t *) (au + 1);
+    au->channels = (u_char *) (au->tops + NGX_FOKO_CHAT_REDIS_AUDIT_MAX);
+
+    n = ngx_foko_chat_seq_ids(shm, au->channels,
+                              NGX_FOKO_CHAT_REDIS_AUDIT_MAX, &from);
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+    rsh->audit_from = from;
+    ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    if (n == 0) {
+        ngx_foko_chat_task_free(task);
+        return;
+    }
+
+    au->n = n;
+    task->run = ngx_foko_chat_redis_audit_run;
+    task->done = ngx_foko_chat_redis_audit_done;
+
+    if (ngx_foko_chat_task_post(task, pool) != NGX_OK) {
+        ngx_foko_chat_task_free(task);
+        return;
+    }
+
+    ngx_foko_chat_redis_auditing = 1;
+}
+
+
+static void
+ngx_foko_chat_redis_audit_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
+{
+    ngx_foko_chat_redis_audit_t  *au = task->data;
+
+    au->rc = ngx_foko_chat_redis_seq_read(au->channels, au->n, au->tops,
+                                          au->err);
+}
+
+
+static ngx_int_t
+ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task)
+{
+    ngx_foko_chat_redis_audit_t  *au = task->data;
+
+    ngx_uint_t                i, heard;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
+    ngx_foko_chat_redis_auditing = 0;
+
+    if (task->failed || au->rc != NGX_OK) {
+        /* Redis's state and the reader report it; the next round tries */
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "foko chat: seq counters not read: %s",
+                       task->failed ? "the thread pool failed"
+                                    : (char *) au->err);
+        return NGX_OK;
+    }
+
+    shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
+    if (shm == NULL) {
+        return NGX_OK;
+    }
+
+    heard = 0;
+
+    for (i = 0; i < au->n; i++) {
+        if (au->tops[i] > 0) {
+            heard += ngx_foko_chat_seq_heard(shm,
+                         au->channels + i * NGX_FOKO_CHAT_OID_LEN,
+                         au->tops[i]);
+        }
+    }
+
+    if (heard) {
+        (void) ngx_atomic_fetch_add(&shm->sh->redis.heard, heard);
+
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "foko chat: Redis's counters of %ui of %ui channels "
+                      "are past this host's: their seqs are waited for, "
+                      "then taken from MongoDB or filled with tombstones",
+                      heard, au->n);
+    }
+
+    return NGX_OK;
 }

@@ -160,6 +160,73 @@ ngx_foko_chat_seq_use(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 }
 
 
+ngx_uint_t
+ngx_foko_chat_seq_ids(ngx_foko_chat_shm_ctx_t *ctx, u_char *ids,
+    ngx_uint_t max, ngx_uint_t *from)
+{
+    ngx_uint_t                 i, n;
+    ngx_rbtree_node_t         *node, *root, *sentinel;
+    ngx_foko_chat_seq_node_t  *sn;
+
+    n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    root = ctx->sh->seqs.root;
+    sentinel = ctx->sh->seqs.sentinel;
+
+    for (i = 0, node = (root == sentinel) ? NULL
+                                          : ngx_rbtree_min(root, sentinel);
+         node && n < max;
+         i++, node = ngx_rbtree_next(&ctx->sh->seqs, node))
+    {
+        if (i < *from) {
+            continue;
+        }
+
+        sn = (ngx_foko_chat_seq_node_t *) &node->color;
+        ngx_memcpy(ids + n * NGX_FOKO_CHAT_OID_LEN, sn->id,
+                   NGX_FOKO_CHAT_OID_LEN);
+        n++;
+    }
+
+    *from = node ? *from + n : 0;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+ngx_uint_t
+ngx_foko_chat_seq_heard(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t top)
+{
+    ngx_uint_t                 heard;
+    ngx_foko_chat_seq_node_t  *sn;
+
+    heard = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
+
+    if (sn && top > sn->last) {
+        if (sn->last == sn->through) {
+            /* a quiet channel: its wait for them starts now */
+            sn->moved = ngx_time();
+        }
+
+        sn->last = top;
+        heard = 1;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return heard;
+}
+
+
 int64_t
 ngx_foko_chat_seq_last(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel)
 {

@@ -71,6 +71,23 @@ void ngx_foko_chat_seq_taken(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 ngx_uint_t ngx_foko_chat_seq_orphans(ngx_foko_chat_shm_ctx_t *ctx,
     ngx_foko_chat_seq_gap_t *gaps, ngx_uint_t max);
 
+/*
+ * Up to "max" channel ids of the zone's counters into "ids", one after
+ * another, from the "*from"th on (then *from moves on, back to 0 at the
+ * end); how many.
+ */
+ngx_uint_t ngx_foko_chat_seq_ids(ngx_foko_chat_shm_ctx_t *ctx, u_char *ids,
+    ngx_uint_t max, ngx_uint_t *from);
+
+/*
+ * Redis's counter of the channel says some host took seqs up to "top":
+ * the zone's counter goes past them, and they are waited for as seqs of
+ * another host (then filled from MongoDB or with tombstones).  1 if this
+ * zone had not heard of them.
+ */
+ngx_uint_t ngx_foko_chat_seq_heard(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t top);
+
 /* whether this zone knows "seq" stored (1 also if it has no counter) */
 ngx_uint_t ngx_foko_chat_seq_stored(ngx_foko_chat_shm_ctx_t *ctx,
     u_char *channel, int64_t seq);

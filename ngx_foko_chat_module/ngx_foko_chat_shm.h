@@ -66,6 +66,11 @@ typedef struct {
     ngx_atomic_t               hosts_gone;     /* leases that expired */
     ngx_atomic_t               presence_reset; /* events were lost */
     ngx_atomic_t               lost_at;        /* when, the last time */
+
+    /* Redis's seq counters read back: ngx_foko_chat_redis_seq.c */
+    ngx_atomic_t               audited;        /* when, the last time */
+    ngx_uint_t                 audit_from;     /* the next counter's index */
+    ngx_atomic_t               heard;          /* seqs no event brought */
 } ngx_foko_chat_redis_sh_t;
 
 

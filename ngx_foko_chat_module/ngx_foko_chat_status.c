@@ -351,7 +351,7 @@ ngx_foko_chat_status_redis_json(json_t *body, ngx_foko_chat_shm_ctx_t *ctx)
     }
 
     (void) json_object_set_new(body, "redis",
-        json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+        json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
                   "state", rs.state,
                   "host_id", (char *) rs.host_id,
                   "checked", (json_int_t) rs.checked,
@@ -359,6 +359,7 @@ ngx_foko_chat_status_redis_json(json_t *body, ngx_foko_chat_shm_ctx_t *ctx)
                   "applied", (json_int_t) rs.applied,
                   "own", (json_int_t) rs.own,
                   "losses", (json_int_t) rs.losses,
+                  "seqs_heard", (json_int_t) rs.heard,
                   "dropped", (json_int_t) rs.dropped,
                   "lag", (json_int_t) rs.lag,
                   "queued", (json_int_t) rs.queued,
@@ -743,6 +744,13 @@ ngx_foko_chat_status_redis_prom(ngx_buf_t *b, ngx_foko_chat_shm_ctx_t *ctx)
                               "counter", "Times events of other hosts were "
                               "missed and this host's clients resumed.");
     ngx_foko_chat_prom(b, "foko_chat_redis_losses_total %uL\n", rs.losses);
+
+    ngx_foko_chat_prom_family(b, "foko_chat_redis_seqs_heard_total",
+                              "counter", "Channels whose seq counter in "
+                              "Redis was past this host's, with no event "
+                              "for the seqs between.");
+    ngx_foko_chat_prom(b, "foko_chat_redis_seqs_heard_total %uL\n",
+                       rs.heard);
 
     ngx_foko_chat_prom_family(b, "foko_chat_redis_dropped_total",
                               "counter", "Events dropped because the queue "
