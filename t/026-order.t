@@ -84,9 +84,11 @@ is_deeply [map { $_->{seq} } @{ $res->{messages} }], [1, 2, 3],
 close $_ for values %conn;
 # a batch that times out on a loaded machine is retried, in order: that
 # is what this file checks, and no failure; a worker's check (every
-# second) may find the stopped FerretDB, and says so
+# second) may find the stopped FerretDB, and says so, with whichever
+# reason the driver gives (a refused connect, a kept connection closed, a
+# server selection that timed out)
 error_log_clean('nothing at [error] or above but a retried batch',
-                qr/messages not written, will retry|MongoDB is unreachable: Failed to connect/);
+                qr/messages not written, will retry|MongoDB is unreachable: /);
 
 stop_foko();
 ferretdb_stop($db);

@@ -160,6 +160,50 @@ is status_of($C)->{channel_lists}{from_zone}, 0,
     'host C answered every list from MongoDB';
 is_deeply [$dave_ws->seqs($later)], [1], 'once';
 
+# --- a leave on host B stops delivery on host C ----------------------------
+
+sub channel_events {
+    my ($c, $event, $id) = @_;
+    return grep { ($_->{event} // '') eq $event
+                  && ($_->{channel}{id} // '') eq $id }
+        $c->events(type => 'channel');
+}
+
+($status, my $lv) = on_host($A, sub {
+    api(POST => '/api/channels',
+        { name => 'Leave', members => [$ub->{id}, $uc->{id}] }, token => $alice)
+});
+is $status, 201, 'alice, on host A, creates a channel with bob and carol';
+my $lid = $lv->{id};
+my $lurl = "/api/channels/$lid/messages";
+ok wait_until(sub { !grep { !channel_events($_, 'created', $lid) } @clients }, 5),
+    'every client on every host gets it';
+($status) = api(POST => $lurl, { text => 'before the leave' }, token => $alice);
+is $status, 201, 'alice posts there on host A';
+ok wait_until(sub { !grep { $_->seqs($lid) < 1 } @clients }, 5),
+    'every client gets it';
+
+($status) = on_host($B, sub {
+    api(DELETE => "/api/channels/$lid/members/me", undef, token => $carol)
+});
+is $status, 204, 'carol leaves through host B';
+ok wait_until(sub {
+    !grep {
+        !grep { ($_->{user}{id} // '') eq $uc->{id} } channel_events($_, 'left', $lid)
+    } @clients[0 .. 3]
+}, 5), 'the clients of alice on A and bob on B get "left" naming her';
+($status, my $after) = on_host($A, sub {
+    api(POST => $lurl, { text => 'after the leave' }, token => $alice)
+});
+is $after->{message}{seq}, 2, 'alice posts again on host A';
+ok wait_until(sub { !grep { $_->seqs($lid) < 2 } @clients[0 .. 3] }, 5),
+    'the members on hosts A and B get it';
+# a second more for a late one
+wait_until(sub { 0 }, 1);
+for my $c (@clients[4, 5]) {
+    is_deeply [$c->seqs($lid)], [1], 'carol, on host C, does not get it';
+}
+
 # --- typing and read marks cross too ---------------------------------------
 
 $clients[0]->send_json({ type => 'typing', channel_id => $cid });
