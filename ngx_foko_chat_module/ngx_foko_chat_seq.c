@@ -58,6 +58,8 @@ static ngx_uint_t  ngx_foko_chat_seq_me;    /* this worker's owner number */
 
 static ngx_foko_chat_seq_node_t *ngx_foko_chat_seq_add_locked(
     ngx_foko_chat_shm_ctx_t *ctx, u_char *channel, int64_t stored);
+static ngx_int_t ngx_foko_chat_seq_claim(ngx_foko_chat_shm_ctx_t *ctx,
+    u_char *channel, int64_t given, int64_t *seq);
 static void ngx_foko_chat_seq_advance(ngx_foko_chat_seq_node_t *sn);
 static void ngx_foko_chat_seq_skip(ngx_foko_chat_seq_node_t *sn, int64_t n);
 static ngx_uint_t ngx_foko_chat_seq_dead_locked(ngx_foko_chat_sh_t *sh,
@@ -106,33 +108,29 @@ ngx_int_t
 ngx_foko_chat_seq_next(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     int64_t *seq)
 {
-    ngx_int_t                  rc;
-    ngx_foko_chat_seq_node_t  *sn;
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
-    if (sn) {
-        *seq = ++sn->last;
-        rc = NGX_OK;
-
-        if (*seq - sn->through - 1 < NGX_FOKO_CHAT_SEQ_WINDOW) {
-            sn->owner[*seq - sn->through - 1] = (u_char) ngx_foko_chat_seq_me;
-        }
-
-    } else {
-        rc = NGX_DECLINED;
-    }
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    return rc;
+    return ngx_foko_chat_seq_claim(ctx, channel, 0, seq);
 }
 
+
+/* a seq numbered elsewhere (by Redis): the counter follows it */
 
 ngx_int_t
 ngx_foko_chat_seq_use(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
     int64_t seq)
+{
+    return ngx_foko_chat_seq_claim(ctx, channel, seq, &seq);
+}
+
+
+/*
+ * The next seq of the channel's counter (given 0), or the given one, which
+ * the counter is raised to; recorded as this worker's while it is in the
+ * window.  NGX_DECLINED: the channel has no counter in the zone.
+ */
+
+static ngx_int_t
+ngx_foko_chat_seq_claim(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
+    int64_t given, int64_t *seq)
 {
     ngx_int_t                  rc;
     ngx_foko_chat_seq_node_t  *sn;
@@ -141,13 +139,20 @@ ngx_foko_chat_seq_use(ngx_foko_chat_shm_ctx_t *ctx, u_char *channel,
 
     sn = ngx_foko_chat_seq_lookup(ctx->sh, channel);
     if (sn) {
-        sn->last = ngx_max(sn->last, seq);
+        if (given) {
+            sn->last = ngx_max(sn->last, given);
+            *seq = given;
+
+        } else {
+            *seq = ++sn->last;
+        }
+
         rc = NGX_OK;
 
-        if (seq > sn->through
-            && seq - sn->through - 1 < NGX_FOKO_CHAT_SEQ_WINDOW)
+        if (*seq > sn->through
+            && *seq - sn->through - 1 < NGX_FOKO_CHAT_SEQ_WINDOW)
         {
-            sn->owner[seq - sn->through - 1] = (u_char) ngx_foko_chat_seq_me;
+            sn->owner[*seq - sn->through - 1] = (u_char) ngx_foko_chat_seq_me;
         }
 
     } else {
