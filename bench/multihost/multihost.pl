@@ -17,6 +17,12 @@
 # (INFO before and after) per message and per cross-host delivery, less
 # what Redis does idle (measured first, as long as a step).
 #
+# HOSTS=1 runs the same load on one host alone, without Redis (every
+# delivery same-host), against the same FerretDB: with HOSTS=3 (the
+# default) beside it, what three hosts post per second against one.  Per
+# step also the time from a post's scheduled time to its 201 (p50, p99)
+# and the posts acknowledged per second.
+#
 # Run through bench/multihost/run.sh (it starts FerretDB and the harness).
 # It stops by itself: every wait has a deadline.
 
@@ -40,16 +46,20 @@ my @rates = split /,/, $ENV{RATES} // '5,20,50';
 my $limit = $ENV{LIMIT} // 600;
 my $duration = $ENV{DURATION} // 10;
 my $drain = 5;
+my $nhosts = $ENV{HOSTS} // 3;
+die "HOSTS is 1 or 3\n" unless $nhosts == 1 || $nhosts == 3;
 
-my $redis = redis_start();
+my $redis = $nhosts > 1 ? redis_start() : undef;
 
 sub host_config {
     my $id = shift;
+    my $redis_config = $redis ? "    foko_chat_redis_url $redis->{uri};\n"
+                                . "    foko_chat_host_id $id;\n"
+                              : '';
     return (
         workers => 2,
         main_config => "thread_pool foko_redis threads=2;\n",
-        http_config => "    foko_chat_redis_url $redis->{uri};\n"
-                     . "    foko_chat_host_id $id;\n"
+        http_config => $redis_config
                      . "    foko_chat_max_members 10000;\n"
                      . "    foko_chat_limit signup_address 100000/1h;\n"
                      . "    foko_chat_limit login_address 100000/1h;\n",
@@ -63,28 +73,31 @@ _EOC_
 
 start_foko(host_config('host-a'));
 my $A = { name => 'A', root => server_root(), port => server_port() };
-my $B = start_foko_host(name => 'b', host_config('host-b'));
-my $C = start_foko_host(name => 'c', host_config('host-c'));
-$B->{name} = 'B';
-$C->{name} = 'C';
-my @hosts = ($A, $B, $C);
+my @hosts = ($A);
+if ($redis) {
+    my $B = start_foko_host(name => 'b', host_config('host-b'));
+    my $C = start_foko_host(name => 'c', host_config('host-c'));
+    $B->{name} = 'B';
+    $C->{name} = 'C';
+    push @hosts, $B, $C;
 
-ok wait_until(sub {
-    !grep { (on_host($_, sub { (api(GET => '/status'))[1] })->{redis}{state}
-             // '') ne 'up' } @hosts
-}, 15), 'every host reaches Redis';
+    ok wait_until(sub {
+        !grep { (on_host($_, sub { (api(GET => '/status'))[1] })->{redis}{state}
+                 // '') ne 'up' } @hosts
+    }, 15), 'every host reaches Redis';
+}
 
 my $t0 = time;
 my (@tokens, @users);
 for my $i (0 .. $members - 1) {
-    my ($tok, $u) = on_host($hosts[$i % 3],
+    my ($tok, $u) = on_host($hosts[$i % @hosts],
                             sub { signup(username => "m$i") });
     push @tokens, $tok;
     push @users, $u;
 }
 note sprintf '%d sign-ups in %.1f s', $members, time - $t0;
 
-my ($st, $ch) = on_host($B, sub {
+my ($st, $ch) = on_host($hosts[-1], sub {
     api(POST => '/api/channels',
         { name => 'Spread',
           members => [map { $_->{id} } @users[1 .. $#users]] },
@@ -161,10 +174,10 @@ sub client_process {
 }
 
 my @procs;
-for my $k (0 .. 2) {
+for my $k (0 .. $#hosts) {
     pipe my $cmd_r, my $cmd_w or die "pipe: $!\n";
     pipe my $res_r, my $res_w or die "pipe: $!\n";
-    my @ids = grep { $_ % 3 == $k } 0 .. $members - 1;
+    my @ids = grep { $_ % @hosts == $k } 0 .. $members - 1;
     my $pid = fork // die "fork: $!\n";
     if (!$pid) {
         close $cmd_w;
@@ -205,14 +218,15 @@ is $ready, $members, 'every member connected, each host with its own client proc
 # bytes in and out, and CPU seconds, from one INFO to another
 sub redis_delta {
     my ($a, $b) = @_;
-    return (($b->{total_net_input_bytes} - $a->{total_net_input_bytes})
-            + ($b->{total_net_output_bytes} - $a->{total_net_output_bytes}),
-            ($b->{used_cpu_sys} + $b->{used_cpu_user})
-            - ($a->{used_cpu_sys} + $a->{used_cpu_user}));
+    my $d = sub { ($b->{ $_[0] } // 0) - ($a->{ $_[0] } // 0) };
+    return ($d->('total_net_input_bytes') + $d->('total_net_output_bytes'),
+            $d->('used_cpu_sys') + $d->('used_cpu_user'));
 }
 
+# nothing without Redis
 sub redis_info {
     my %i;
+    return \%i unless $redis;
     for my $section ('stats', 'cpu') {
         for (split /\r?\n/, redis_cli($redis, 'INFO', $section)) {
             $i{$1} = $2 if /^(\w+):([\d.]+)/;
@@ -246,7 +260,7 @@ note sprintf 'Redis idle for %d s: %d B, %.3f s CPU', $duration, $idle_bytes,
 
 for my $rate (@rates) {
     my $n = int($rate * $duration);
-    my (%seq_of, $answered, $failed);
+    my (%seq_of, $answered, $failed, @acked, $last_ack);
     $answered = 0;
     $failed = 0;
 
@@ -257,15 +271,17 @@ for my $rate (@rates) {
     for my $k (0 .. $n - 1) {
         my $when = $start + $k / $rate;
         my $delay = $when - time();
-        my $h = $hosts[$k % 3];
+        my $h = $hosts[$k % @hosts];
         Mojo::IOLoop->timer($delay > 0 ? $delay : 0, sub {
             my $sched = sprintf '%.6f', $when;
-            $ua->post($urls[$k % 3] => { Authorization => "Bearer $poster" }
+            $ua->post($urls[$k % @hosts] => { Authorization => "Bearer $poster" }
                 => json => { text => "t=$sched;h=$h->{name};n=$k;$pad" } => sub {
                 my (undef, $tx) = @_;
                 $answered++;
                 my $code = $tx->res->code // 0;
                 if ($code == 201) {
+                    $last_ack = time;
+                    push @acked, $last_ack - $when;
                     $seq_of{$k} = $tx->res->json->{message}{seq};
                 } else {
                     diag "a post: $code " . ($tx->res->body // '')
@@ -312,9 +328,14 @@ for my $rate (@rates) {
     my $net_cpu = $cpu - $idle_cpu * $secs / $duration;
     my $stored = scalar @want;
     my $r = {
-        rate => $rate, posted => $n, stored => $stored,
-        failed => $failed, members => $members,
-        clients => 'one process per host', posts_on => 'A, B, C in turn',
+        hosts => scalar @hosts, rate => $rate, posted => $n,
+        stored => $stored, failed => $failed, members => $members,
+        clients => 'one process per host',
+        posts_on => join(', ', map { $_->{name} } @hosts) . ' in turn',
+        ack_p50_ms => 1000 * pct(\@acked, 0.5),
+        ack_p99_ms => 1000 * pct(\@acked, 0.99),
+        acked_per_s => $last_ack && $last_ack > $start
+            ? scalar(@acked) / ($last_ack - $start) : 0,
         deliveries => $deliveries, lost => $lost, duplicated => $dups,
         renumbered => $renumbered,
         same_p50_ms => 1000 * pct(\@same, 0.5),
@@ -341,6 +362,8 @@ for my $rate (@rates) {
         cross_p99_ms cross_max_ms)}, $lost, $dups,
         $r->{redis_bytes_per_message}, $r->{redis_cpu_us_per_message},
         $renumbered;
+    note sprintf '  %d hosts: acknowledged p50 %.1f p99 %.1f ms, %.0f posts/s',
+        scalar @hosts, @$r{qw(ack_p50_ms ack_p99_ms acked_per_s)};
     note sprintf '  host %s: same-host p99 %.1f ms, cross-host p99 %.1f ms',
         $_, @{ $per_host{$_} }{qw(same_p99_ms cross_p99_ms)}
         for sort keys %per_host;
@@ -361,9 +384,8 @@ for my $p (@procs) {
     close $p->{cmd};
 }
 waitpid $_->{pid}, 0 for @procs;
-stop_foko_host($B);
-stop_foko_host($C);
+stop_foko_host($_) for @hosts[1 .. $#hosts];
 stop_foko();
-redis_stop($redis);
+redis_stop($redis) if $redis;
 
 done_testing;
