@@ -117,6 +117,11 @@ our @Cases = (
      [[0, 'host_kill', 'B'], [0, 'clients_move', 'B'],
       [20, 'host_start', 'B']]],
     ['MongoDB paused 5 s under two hosts', 'mongo_pause'],
+    # three hosts (fault_harness(hosts => 3), t/096)
+    ['hosts B and C of three reloaded at once',
+     [[0, 'reload', 'B'], [0, 'reload', 'C']]],
+    ['host C of three killed and started again',
+     [[0, 'host_kill', 'C'], [3, 'host_start', 'C']]],
     # the last of a run: host B stays down
     ['host B killed for good while it posts, its clients moved to host A',
      [[0, 'host_kill', 'B'], [0, 'clients_move', 'B']]],
