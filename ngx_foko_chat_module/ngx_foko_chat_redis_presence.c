@@ -33,13 +33,19 @@
 
 
 /*
- * KEYS: foko:hosts; ARGV: this host, the lease in ms.  Returns the hosts
+ * KEYS: foko:hosts; ARGV: this host, the lease in ms.  Returns whether
+ * this host's lease had run (0), had ended (1: the host was paused
+ * longer than its lease, the others may have taken its users offline)
+ * or was missing (2: a new host, reaped, or Redis lost it), and the hosts
  * whose lease runs; ended ones are cleaned up by the first to see them.
  */
 
 static const char  ngx_foko_chat_redis_lease_script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local was = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "local mine = 0\n"
+    "if not was then mine = 2 elseif tonumber(was) < now then mine = 1 end\n"
     "redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))\n"
     "local all = redis.call('HGETALL', KEYS[1])\n"
     "local live = {}\n"
@@ -52,7 +58,7 @@ static const char  ngx_foko_chat_redis_lease_script[] =
     "    redis.call('DEL', 'foko:{' .. all[i] .. '}:online')\n"
     "  end\n"
     "end\n"
-    "return live\n";
+    "return {mine, live}\n";
 
 
 typedef struct {
@@ -69,7 +75,9 @@ typedef struct {
     redisContext                 *c;
     ngx_uint_t                    bootstrap;
     ngx_uint_t                    reset;
-    redisReply                   *live;
+    redisReply                   *reply;
+    redisReply                   *live;         /* in reply */
+    ngx_int_t                     mine;         /* this host's lease */
     redisReply                  **online;       /* per live host, or NULL */
     ngx_int_t                     rc;
     u_char                        err[NGX_FOKO_CHAT_REDIS_ERR_LEN];
@@ -202,12 +210,18 @@ ngx_foko_chat_redis_lease_run(ngx_foko_chat_task_t *task, ngx_log_t *log)
                          ngx_foko_chat_redis_host,
                          ngx_foko_chat_redis_host_len, lease);
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
         ngx_foko_chat_redis_failed(&job->c, reply, job->err);
         return;
     }
 
-    job->live = reply;
+    job->reply = reply;
+    job->mine = (ngx_int_t) reply->element[0]->integer;
+    job->live = reply->element[1];
 
     job->rc = job->bootstrap ? ngx_foko_chat_redis_online_run(job) : NGX_OK;
 }
@@ -304,6 +318,22 @@ ngx_foko_chat_redis_lease_done(ngx_foko_chat_task_t *task)
     ngx_foko_chat_redis_reap_locked(job, &gone);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    /*
+     * The lease had ended, or went missing after this process had one:
+     * the other hosts may have taken this host's users offline and Redis
+     * may have lost its online hash; every worker tells its users again
+     * (ngx_foko_chat_redis_presence_again()).  A new host's first lease
+     * is missing too, and has nothing to tell.
+     */
+
+    if (job->mine == 1 || (job->mine == 2 && ls->booted)) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "foko chat: this host's lease in Redis had %s; its "
+                      "online users are told to the other hosts again",
+                      job->mine == 1 ? "ended" : "gone");
+        (void) ngx_atomic_fetch_add(&ctx->sh->redis.presence_again, 1);
+    }
 
     ls->booted = 1;
     ctx->sh->redis.hosts = job->live->elements;
@@ -571,7 +601,7 @@ ngx_foko_chat_redis_lease_free(ngx_foko_chat_redis_lease_job_t *job)
         free(job->online);
     }
 
-    if (job->live) {
-        freeReplyObject(job->live);
+    if (job->reply) {
+        freeReplyObject(job->reply);
     }
 }

@@ -65,6 +65,7 @@ typedef struct {
     ngx_atomic_t               hosts;          /* live leases, this one's too */
     ngx_atomic_t               hosts_gone;     /* leases that expired */
     ngx_atomic_t               presence_reset; /* events were lost */
+    ngx_atomic_t               presence_again; /* the lease had ended */
     ngx_atomic_t               lost_at;        /* when, the last time */
 
     /* Redis's seq counters read back: ngx_foko_chat_redis_seq.c */

@@ -9,6 +9,7 @@
 
 
 #include "ngx_foko_chat_ws_int.h"
+#include "ngx_foko_chat_redis.h"
 
 
 static ngx_foko_chat_ws_chan_t *ngx_foko_chat_ws_chan_get(u_char *channel);
@@ -27,6 +28,9 @@ static void ngx_foko_chat_ws_stall(ngx_event_t *ev);
 static void ngx_foko_chat_ws_to_channel(ngx_foko_chat_ws_chan_t *chan,
     ngx_foko_chat_ws_frame_buf_t *f, u_char *except, int64_t seq);
 static void ngx_foko_chat_ws_lost(void);
+static void ngx_foko_chat_ws_presence_again(ngx_foko_chat_shm_ctx_t *shm);
+static ngx_foko_chat_ws_user_t *ngx_foko_chat_ws_user_next(
+    ngx_foko_chat_ws_user_t *user);
 
 
 static ngx_rbtree_t                  ngx_foko_chat_ws_chans;
@@ -35,6 +39,7 @@ ngx_rbtree_t                         ngx_foko_chat_ws_users;
 static ngx_rbtree_node_t             ngx_foko_chat_ws_users_sentinel;
 static ngx_uint_t                    ngx_foko_chat_ws_mark;
 static ngx_event_t                   ngx_foko_chat_ws_sweep_ev;
+static ngx_atomic_uint_t             ngx_foko_chat_ws_again;
 
 
 ngx_int_t
@@ -53,6 +58,8 @@ ngx_foko_chat_ws_fanout_init(ngx_cycle_t *cycle)
     ngx_foko_chat_ws_sweep_ev.cancelable = 1;
 
     if (ngx_foko_chat_shm_cycle(cycle)) {
+        ngx_foko_chat_ws_again =
+            ngx_foko_chat_shm_cycle(cycle)->sh->redis.presence_again;
         ngx_add_timer(&ngx_foko_chat_ws_sweep_ev, 1000);
     }
 
@@ -375,6 +382,8 @@ ngx_foko_chat_ws_sweep(ngx_event_t *ev)
     if (!ngx_exiting) {
         ngx_add_timer(ev, NGX_FOKO_CHAT_WS_SWEEP);
     }
+
+    ngx_foko_chat_ws_presence_again(fmcf->shm_zone->data);
 
     users = ngx_alloc(NGX_FOKO_CHAT_WS_SWEEP_MAX * NGX_FOKO_CHAT_OID_LEN,
                       ev->log);
@@ -932,29 +941,77 @@ ngx_foko_chat_ws_replay_to(ngx_foko_chat_ws_chan_t *chan, int64_t upto)
 }
 
 
+/*
+ * This host's lease in Redis had ended or was lost (worker 0 counts it in
+ * the zone): the other hosts may have taken this worker's users offline,
+ * and its online hash may be gone.  Each user online here, or in the
+ * grace period, is told to the other hosts again, with the channels of a
+ * connection (or of the last one).
+ */
+
+static void
+ngx_foko_chat_ws_presence_again(ngx_foko_chat_shm_ctx_t *shm)
+{
+    u_char                   *ids;
+    ngx_uint_t                i, n;
+    ngx_atomic_uint_t         again;
+    ngx_foko_chat_ws_t       *ws;
+    ngx_foko_chat_ws_user_t  *user;
+
+    again = shm->sh->redis.presence_again;
+
+    if (again == ngx_foko_chat_ws_again) {
+        return;
+    }
+
+    ngx_foko_chat_ws_again = again;
+
+    for (user = ngx_foko_chat_ws_user_next(NULL);
+         user;
+         user = ngx_foko_chat_ws_user_next(user))
+    {
+        if (user->nconns == 0) {
+            if (user->grace.timer_set) {
+                ngx_foko_chat_redis_publish_presence(user->id, user->channels,
+                                                     user->nchannels, 1);
+            }
+
+            continue;
+        }
+
+        ws = ngx_queue_data(ngx_queue_head(&user->conns), ngx_foko_chat_ws_t,
+                            user_link);
+        n = ws->nsubs;
+
+        ids = ngx_alloc(n * NGX_FOKO_CHAT_OID_LEN + 1, ngx_cycle->log);
+        if (ids == NULL) {
+            continue;
+        }
+
+        for (i = 0; i < n; i++) {
+            ngx_memcpy(ids + i * NGX_FOKO_CHAT_OID_LEN, ws->subs[i]->chan->id,
+                       NGX_FOKO_CHAT_OID_LEN);
+        }
+
+        ngx_foko_chat_redis_publish_presence(user->id, ids, n, 1);
+        ngx_free(ids);
+    }
+}
+
+
 /* this worker missed events: every client resumes */
 
 static void
 ngx_foko_chat_ws_lost(void)
 {
     ngx_queue_t              *uq;
-    ngx_rbtree_node_t        *node, *root, *sentinel;
     ngx_foko_chat_ws_t       *ws;
     ngx_foko_chat_ws_user_t  *user;
 
-    root = ngx_foko_chat_ws_users.root;
-    sentinel = ngx_foko_chat_ws_users.sentinel;
-
-    if (root == sentinel) {
-        return;
-    }
-
-    for (node = ngx_rbtree_min(root, sentinel);
-         node;
-         node = ngx_rbtree_next(&ngx_foko_chat_ws_users, node))
+    for (user = ngx_foko_chat_ws_user_next(NULL);
+         user;
+         user = ngx_foko_chat_ws_user_next(user))
     {
-        user = (ngx_foko_chat_ws_user_t *) &node->color;
-
         for (uq = ngx_queue_head(&user->conns);
              uq != ngx_queue_sentinel(&user->conns);
              uq = ngx_queue_next(uq))
@@ -964,4 +1021,26 @@ ngx_foko_chat_ws_lost(void)
                                     "events were missed, resume");
         }
     }
+}
+
+
+/* this worker's users in turn: the first after NULL, NULL after the last */
+
+static ngx_foko_chat_ws_user_t *
+ngx_foko_chat_ws_user_next(ngx_foko_chat_ws_user_t *user)
+{
+    ngx_rbtree_node_t  *node, *root, *sentinel;
+
+    if (user) {
+        node = (ngx_rbtree_node_t *)
+                   ((u_char *) user - offsetof(ngx_rbtree_node_t, color));
+        node = ngx_rbtree_next(&ngx_foko_chat_ws_users, node);
+
+    } else {
+        root = ngx_foko_chat_ws_users.root;
+        sentinel = ngx_foko_chat_ws_users.sentinel;
+        node = (root == sentinel) ? NULL : ngx_rbtree_min(root, sentinel);
+    }
+
+    return node ? (ngx_foko_chat_ws_user_t *) &node->color : NULL;
 }

@@ -137,17 +137,45 @@ $D->{name} = 'D';
 ok wait_until(sub { alice_on($D) eq 'online' }, 10),
     'a host started later knows alice is online on host B';
 
-# --- host B killed: alice goes offline on A and C after its lease ----------
+# --- host B paused past its lease: offline elsewhere, online once back ----
 
 my ($master) = on_host($B, sub { master_pid() });
 my @workers = on_host($B, sub { worker_pids() });
 is scalar @workers, 2, 'host B has two workers';
+my $offline0 = presence($W[0], 0);
+my $online0 = presence($W[0], 1);
+kill STOP => $master, @workers;
+$t0 = time;
+ok wait_until(sub { !grep { presence($_, 0) <= $offline0 } @W }, 30),
+    'host B paused (SIGSTOP): carol on host C sees alice offline once its '
+    . 'lease ended';
+ok wait_until(sub { !grep { alice_on($_) ne 'offline' } $A, $C, $D }, 10),
+    'hosts A, C and D say offline';
+note sprintf 'host B paused: alice offline on C after %.1f s', time - $t0;
+is redis_cli($redis, 'HEXISTS', $bkey, $ua->{id}), '0',
+    'host B\'s online hash was deleted with its lease';
+kill CONT => $master, @workers;
+$t0 = time;
+ok wait_until(sub { !grep { presence($_, 1) <= $online0 } @W }, 10),
+    'host B goes on (SIGCONT): carol on host C sees alice online again';
+note sprintf 'host B back: alice online on C after %.1f s', time - $t0;
+ok wait_until(sub { !grep { alice_on($_) ne 'online' } $A, $C, $D }, 10),
+    'hosts A, C and D say online';
+ok wait_until(sub { redis_cli($redis, 'HEXISTS', $bkey, $ua->{id}) eq '1' }, 5),
+    'host B\'s online hash has her again';
+ok scalar(grep { /this host's lease in Redis had (?:ended|gone); its online users are told/ }
+              on_host($B, sub { error_log_lines() })),
+    'host B logs that it tells its users again';
+$offline0 = presence($W[0], 0);
+
+# --- host B killed: alice goes offline on A and C after its lease ----------
+
 $t0 = time;
 kill KILL => $master, @workers;
 ok wait_until(sub { !grep { kill 0 => $_ } $master, @workers }, 5),
     'host B is killed, master and workers';
 
-ok wait_until(sub { !grep { presence($_, 0) < 2 } @W }, 30),
+ok wait_until(sub { !grep { presence($_, 0) <= $offline0 } @W }, 30),
     'carol on host C sees alice offline';
 $took = time - $t0;
 ok wait_until(sub { !grep { alice_on($_) ne 'offline' } $A, $C, $D }, 30),
