@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-ferretdb=${FERRETDB:-$root/.tools/bin/ferretdb-v1.24.2}
+ferretdb=${FERRETDB:-$root/.tools/bin/ferretdb-v1.24.2-id-index}
 nginx=${NGINX:-/usr/sbin/nginx}
 module=${MODULE:-$root/build/ngx_foko_chat_module.so}
 

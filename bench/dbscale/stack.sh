@@ -5,7 +5,7 @@
 # Needs: $tmp (a scratch directory), $module (the .so), $workers.
 # Sets: mongo_uri, nport, ferretdb_pid, nginx_pid.
 
-ferretdb=${FERRETDB:-$root/.tools/bin/ferretdb-v1.24.2}
+ferretdb=${FERRETDB:-$root/.tools/bin/ferretdb-v1.24.2-id-index}
 nginx=${NGINX:-/usr/sbin/nginx}
 jwt_secret=bench-secret-0123456789abcdefghijklmnopqrstuv
 ferretdb_pid=
