@@ -412,7 +412,7 @@ ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task)
         return NGX_OK;
     }
 
-    ngx_foko_chat_redis_audit_heard(au, "Redis's counters");
+    ngx_foko_chat_redis_audit_heard(au, "Redis's");
 
     if (au->after_loss) {
         ngx_foko_chat_redis_audit_mongo(au);
@@ -422,7 +422,7 @@ ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task)
 }
 
 
-/* the tops read past this zone's: their seqs are waited for */
+/* the counters read past this zone's: their seqs are waited for */
 
 static void
 ngx_foko_chat_redis_audit_heard(ngx_foko_chat_redis_audit_t *au,
@@ -450,7 +450,7 @@ ngx_foko_chat_redis_audit_heard(ngx_foko_chat_redis_audit_t *au,
         (void) ngx_atomic_fetch_add(&shm->sh->redis.heard, heard);
 
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "foko chat: %s of %ui of %ui channels "
+                      "foko chat: %s counters of %ui of %ui channels "
                       "are past this host's: their seqs are waited for, "
                       "then taken from MongoDB or filled with tombstones",
                       from, heard, au->n);
@@ -554,7 +554,7 @@ ngx_foko_chat_redis_audit_mongo_done(ngx_foko_chat_task_t *task)
                       "MongoDB: %s", mo->err);
     }
 
-    ngx_foko_chat_redis_audit_heard(mo, "MongoDB's highest seqs");
+    ngx_foko_chat_redis_audit_heard(mo, "MongoDB's");
 
     return NGX_OK;
 }
