@@ -20,31 +20,24 @@
  * NGX_FOKO_CHAT_REDIS_AUDIT_MAX of the zone's channels (the next ones
  * each time) with one MGET; a counter past the zone's is a seq that the
  * channel then waits for as another host's, and that the gap check fills
- * from MongoDB (or with a tombstone) after the stall period.  In the round
- * right after a loss, a counter that Redis lacks (Redis lost its data with
- * the events) is asked of MongoDB instead, on the storage thread pool, for
- * up to NGX_FOKO_CHAT_REDIS_AUDIT_MONGO channels: a post whose event and
- * counter were both lost is then found all the same.
+ * from MongoDB (or with a tombstone) after the stall period.
  */
 
 
 #include "ngx_foko_chat_redis_int.h"
 #include "ngx_foko_chat_seq.h"
-#include "ngx_foko_chat_store.h"
 
 
 #define NGX_FOKO_CHAT_REDIS_SEQ_TIMEOUT  250       /* ms: then the zone */
 #define NGX_FOKO_CHAT_REDIS_AUDIT_EVERY  10        /* seconds */
 #define NGX_FOKO_CHAT_REDIS_AUDIT_MAX    512       /* channels a round */
 #define NGX_FOKO_CHAT_REDIS_AUDIT_TIMEOUT  1000    /* ms */
-#define NGX_FOKO_CHAT_REDIS_AUDIT_MONGO  64        /* after a loss */
 
 
 typedef struct {
     ngx_uint_t                 n;
     u_char                    *channels;       /* n ids, one after another */
     int64_t                   *tops;
-    ngx_uint_t                 after_loss;
     ngx_int_t                  rc;
     u_char                     err[NGX_FOKO_CHAT_REDIS_ERR_LEN];
 } ngx_foko_chat_redis_audit_t;
@@ -60,14 +53,6 @@ static ngx_int_t ngx_foko_chat_redis_seq_read(u_char *channels, ngx_uint_t n,
 static void ngx_foko_chat_redis_audit_run(ngx_foko_chat_task_t *task,
     ngx_log_t *log);
 static ngx_int_t ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task);
-static ngx_foko_chat_task_t *ngx_foko_chat_redis_audit_task(ngx_uint_t max);
-static void ngx_foko_chat_redis_audit_heard(ngx_foko_chat_redis_audit_t *au,
-    const char *from);
-static void ngx_foko_chat_redis_audit_mongo(ngx_foko_chat_redis_audit_t *au);
-static void ngx_foko_chat_redis_audit_mongo_run(ngx_foko_chat_task_t *task,
-    ngx_log_t *log);
-static ngx_int_t ngx_foko_chat_redis_audit_mongo_done(
-    ngx_foko_chat_task_t *task);
 
 
 static ngx_uint_t  ngx_foko_chat_redis_auditing;
@@ -295,7 +280,7 @@ void
 ngx_foko_chat_redis_seq_audit(ngx_foko_chat_shm_ctx_t *shm)
 {
     time_t                        now;
-    ngx_uint_t                    n, from, after_loss;
+    ngx_uint_t                    n, from;
     ngx_thread_pool_t            *pool;
     ngx_foko_chat_task_t         *task;
     ngx_foko_chat_redis_sh_t     *rsh;
@@ -314,27 +299,30 @@ ngx_foko_chat_redis_seq_audit(ngx_foko_chat_shm_ctx_t *shm)
 
     ngx_shmtx_lock(&shm->shpool->mutex);
 
-    after_loss = (rsh->lost_at != rsh->audit_loss);
-
     if (now - (time_t) rsh->audited < NGX_FOKO_CHAT_REDIS_AUDIT_EVERY
-        && !after_loss)
+        && rsh->lost_at <= rsh->audited)
     {
         ngx_shmtx_unlock(&shm->shpool->mutex);
         return;
     }
 
-    rsh->audit_loss = rsh->lost_at;
     rsh->audited = now;
     from = rsh->audit_from;
 
     ngx_shmtx_unlock(&shm->shpool->mutex);
 
-    task = ngx_foko_chat_redis_audit_task(NGX_FOKO_CHAT_REDIS_AUDIT_MAX);
+    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_redis_audit_t)
+                                     + NGX_FOKO_CHAT_REDIS_AUDIT_MAX
+                                       * (sizeof(int64_t)
+                                          + NGX_FOKO_CHAT_OID_LEN),
+                                     ngx_cycle->log);
     if (task == NULL) {
         return;
     }
 
     au = task->data;
+    au->tops = (int64_t *) (au + 1);
+    au->channels = (u_char *) (au->tops + NGX_FOKO_CHAT_REDIS_AUDIT_MAX);
 
     n = ngx_foko_chat_seq_ids(shm, au->channels,
                               NGX_FOKO_CHAT_REDIS_AUDIT_MAX, &from);
@@ -349,7 +337,6 @@ ngx_foko_chat_redis_seq_audit(ngx_foko_chat_shm_ctx_t *shm)
     }
 
     au->n = n;
-    au->after_loss = after_loss;
     task->run = ngx_foko_chat_redis_audit_run;
     task->done = ngx_foko_chat_redis_audit_done;
 
@@ -359,30 +346,6 @@ ngx_foko_chat_redis_seq_audit(ngx_foko_chat_shm_ctx_t *shm)
     }
 
     ngx_foko_chat_redis_auditing = 1;
-}
-
-
-/* a task with room for the ids and tops of "max" channels */
-
-static ngx_foko_chat_task_t *
-ngx_foko_chat_redis_audit_task(ngx_uint_t max)
-{
-    ngx_foko_chat_task_t         *task;
-    ngx_foko_chat_redis_audit_t  *au;
-
-    task = ngx_foko_chat_task_create(sizeof(ngx_foko_chat_redis_audit_t)
-                                     + max * (sizeof(int64_t)
-                                              + NGX_FOKO_CHAT_OID_LEN),
-                                     ngx_cycle->log);
-    if (task == NULL) {
-        return NULL;
-    }
-
-    au = task->data;
-    au->tops = (int64_t *) (au + 1);
-    au->channels = (u_char *) (au->tops + max);
-
-    return task;
 }
 
 
@@ -401,6 +364,9 @@ ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task)
 {
     ngx_foko_chat_redis_audit_t  *au = task->data;
 
+    ngx_uint_t                i, heard;
+    ngx_foko_chat_shm_ctx_t  *shm;
+
     ngx_foko_chat_redis_auditing = 0;
 
     if (task->failed || au->rc != NGX_OK) {
@@ -412,28 +378,9 @@ ngx_foko_chat_redis_audit_done(ngx_foko_chat_task_t *task)
         return NGX_OK;
     }
 
-    ngx_foko_chat_redis_audit_heard(au, "Redis's");
-
-    if (au->after_loss) {
-        ngx_foko_chat_redis_audit_mongo(au);
-    }
-
-    return NGX_OK;
-}
-
-
-/* the counters read past this zone's: their seqs are waited for */
-
-static void
-ngx_foko_chat_redis_audit_heard(ngx_foko_chat_redis_audit_t *au,
-    const char *from)
-{
-    ngx_uint_t                i, heard;
-    ngx_foko_chat_shm_ctx_t  *shm;
-
     shm = ngx_foko_chat_shm_cycle((ngx_cycle_t *) ngx_cycle);
     if (shm == NULL) {
-        return;
+        return NGX_OK;
     }
 
     heard = 0;
@@ -450,111 +397,11 @@ ngx_foko_chat_redis_audit_heard(ngx_foko_chat_redis_audit_t *au,
         (void) ngx_atomic_fetch_add(&shm->sh->redis.heard, heard);
 
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "foko chat: %s counters of %ui of %ui channels "
+                      "foko chat: Redis's counters of %ui of %ui channels "
                       "are past this host's: their seqs are waited for, "
                       "then taken from MongoDB or filled with tombstones",
-                      from, heard, au->n);
+                      heard, au->n);
     }
-}
-
-
-/*
- * After a loss: the channels whose counter Redis lacks, up to
- * NGX_FOKO_CHAT_REDIS_AUDIT_MONGO of them, get their highest stored seq
- * from MongoDB, on the storage thread pool.
- */
-
-static void
-ngx_foko_chat_redis_audit_mongo(ngx_foko_chat_redis_audit_t *au)
-{
-    ngx_uint_t                    i, n;
-    ngx_foko_chat_task_t         *task;
-    ngx_foko_chat_main_conf_t    *fmcf;
-    ngx_foko_chat_redis_audit_t  *mo;
-
-    n = 0;
-
-    for (i = 0; i < au->n; i++) {
-        n += (au->tops[i] == 0);
-    }
-
-    n = ngx_min(n, NGX_FOKO_CHAT_REDIS_AUDIT_MONGO);
-
-    if (n == 0) {
-        return;
-    }
-
-    task = ngx_foko_chat_redis_audit_task(n);
-    if (task == NULL) {
-        return;
-    }
-
-    mo = task->data;
-
-    for (i = 0; i < au->n && mo->n < n; i++) {
-        if (au->tops[i] == 0) {
-            ngx_memcpy(mo->channels + mo->n++ * NGX_FOKO_CHAT_OID_LEN,
-                       au->channels + i * NGX_FOKO_CHAT_OID_LEN,
-                       NGX_FOKO_CHAT_OID_LEN);
-        }
-    }
-
-    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_foko_chat_module);
-
-    task->run = ngx_foko_chat_redis_audit_mongo_run;
-    task->done = ngx_foko_chat_redis_audit_mongo_done;
-
-    if (ngx_foko_chat_task_post(task, fmcf->storage_pool.pool) != NGX_OK) {
-        ngx_foko_chat_task_free(task);
-    }
-}
-
-
-static void
-ngx_foko_chat_redis_audit_mongo_run(ngx_foko_chat_task_t *task,
-    ngx_log_t *log)
-{
-    ngx_foko_chat_redis_audit_t  *mo = task->data;
-
-    u_char      id[NGX_FOKO_CHAT_OID_SIZE], err[NGX_FOKO_CHAT_ERR_LEN];
-    ngx_uint_t  i;
-
-    mo->rc = NGX_OK;
-
-    for (i = 0; i < mo->n; i++) {
-        ngx_memcpy(id, mo->channels + i * NGX_FOKO_CHAT_OID_LEN,
-                   NGX_FOKO_CHAT_OID_LEN);
-        id[NGX_FOKO_CHAT_OID_LEN] = '\0';
-
-        if (ngx_foko_chat_store_messages_max_seq(id, &mo->tops[i], err)
-            != NGX_OK)
-        {
-            mo->tops[i] = 0;
-            ngx_cpystrn(mo->err, err, NGX_FOKO_CHAT_REDIS_ERR_LEN);
-            mo->rc = NGX_ERROR;
-        }
-    }
-}
-
-
-static ngx_int_t
-ngx_foko_chat_redis_audit_mongo_done(ngx_foko_chat_task_t *task)
-{
-    ngx_foko_chat_redis_audit_t  *mo = task->data;
-
-    if (task->failed) {
-        return NGX_OK;
-    }
-
-    if (mo->rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "foko chat: the highest seqs of channels whose "
-                      "counters Redis lost were not all read from "
-                      "MongoDB: %s", mo->err);
-    }
-
-    ngx_foko_chat_redis_audit_heard(mo, "MongoDB's");
 
     return NGX_OK;
 }

@@ -70,7 +70,6 @@ typedef struct {
 
     /* Redis's seq counters read back: ngx_foko_chat_redis_seq.c */
     ngx_atomic_t               audited;        /* when, the last time */
-    ngx_atomic_t               audit_loss;     /* the loss it followed */
     ngx_uint_t                 audit_from;     /* the next counter's index */
     ngx_atomic_t               heard;          /* seqs no event brought */
 } ngx_foko_chat_redis_sh_t;
