@@ -323,7 +323,7 @@ ngx_foko_chat_redis_lease_done(ngx_foko_chat_task_t *task)
      * The lease had ended, or went missing after this process had one:
      * the other hosts may have taken this host's users offline and Redis
      * may have lost its online hash; every worker tells its users again
-     * (ngx_foko_chat_redis_presence_again()).  A new host's first lease
+     * (ngx_foko_chat_ws_presence_again()).  A new host's first lease
      * is missing too, and has nothing to tell.
      */
 
