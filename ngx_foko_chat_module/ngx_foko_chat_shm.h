@@ -71,6 +71,10 @@ typedef struct {
     /* Redis's seq counters read back: ngx_foko_chat_redis_seq.c */
     ngx_atomic_t               audited;        /* when, the last time */
     ngx_uint_t                 audit_from;     /* the next counter's index */
+    ngx_atomic_t               audit_busy;     /* a round's start, or 0 */
+    ngx_atomic_t               loss_pass;      /* the losses a pass follows */
+    ngx_uint_t                 loss_from;      /* its next channel's index */
+    ngx_atomic_t               loss_audited;   /* the losses it went past */
     ngx_atomic_t               heard;          /* seqs no event brought */
 } ngx_foko_chat_redis_sh_t;
 

@@ -428,32 +428,60 @@ ok scalar @gap, 'and logs it at warn, naming the partition';
 # host A the hole, only the channel's counter in Redis knows the seq.
 # Host A's history reaches it all the same.
 
-my ($qst, $quiet) = api(POST => '/api/channels',
-    { name => 'Quiet', members => [$ub->{id}] }, token => $alice);
-is $qst, 201, 'alice creates a quiet channel with bob';
-my $qurl = "/api/channels/$quiet->{id}/messages";
+# the seqs of a channel's history on host $h
 sub quiet_seqs {
-    my $h = shift;
+    my ($h, $qurl) = @_;
     my ($st, $res) = on_host($h, sub {
         api(GET => "$qurl?after=0&limit=50", undef, token => $alice)
     });
     return $st == 200 ? map { $_->{seq} } @{ $res->{messages} } : ();
 }
-is((api(POST => $qurl, { text => 'first, on A' }, token => $alice))[0], 201,
-   'alice posts the first message on host A');
-ok wait_until(sub { ((quiet_seqs($B))[-1] // 0) == 1 }, 10), 'host B has it';
 
-my $a_master = on_host($A, sub { master_pid() });
-my ($reader2) = on_host($A, sub { (api(GET => '/status?format=prometheus'))[3] })
-    =~ /^foko_chat_worker_pid\{worker="0"\} (\d+)$/m;
-kill STOP => $a_master;
-kill KILL => $reader2;
-sleep 0.3;
-my ($bst, $bres) = on_host($B, sub {
-    api(POST => $qurl, { text => 'second, on B' }, token => $bob)
-});
-is $bst, 201, 'bob posts the second on host B while host A reads nothing';
-is $bres->{message}{seq}, 2, 'seq 2';
+# a channel of alice and bob with alice's first message in it, on host B
+# too: its id and messages URL
+sub quiet_channel {
+    my $name = shift;
+    my ($st, $ch) = api(POST => '/api/channels',
+        { name => $name, members => [$ub->{id}] }, token => $alice);
+    is $st, 201, "alice creates the quiet channel \"$name\" with bob";
+    my $qurl = "/api/channels/$ch->{id}/messages";
+    is((api(POST => $qurl, { text => 'first, on A' }, token => $alice))[0],
+       201, 'alice posts the first message on host A');
+    ok wait_until(sub { ((quiet_seqs($B, $qurl))[-1] // 0) == 1 }, 10),
+        'host B has it';
+    return ($ch->{id}, $qurl);
+}
+
+# host A's worker 0 (its reader) killed, its master paused so that nothing
+# replaces it; bob posts on host B: the master's and the reader's pids
+sub bob_posts_unread {
+    my $qurl = shift;
+    my $master = on_host($A, sub { master_pid() });
+    my ($r) = on_host($A, sub { (api(GET => '/status?format=prometheus'))[3] })
+        =~ /^foko_chat_worker_pid\{worker="0"\} (\d+)$/m;
+    kill STOP => $master;
+    kill KILL => $r;
+    sleep 0.3;
+    my ($st, $res) = on_host($B, sub {
+        api(POST => $qurl, { text => 'second, on B' }, token => $bob)
+    });
+    is $st, 201, 'bob posts the second on host B while host A reads nothing';
+    is $res->{message}{seq}, 2, 'seq 2';
+    return ($master, $r);
+}
+
+# host A's master goes on, and a new worker 0 replaces the killed one
+sub host_a_goes_on {
+    my ($master, $r) = @_;
+    kill CONT => $master;
+    ok wait_until(sub {
+        my @w = on_host($A, sub { worker_pids() });
+        @w == 2 && !grep { $_ == $r } @w
+    }, 10), "host A's worker 0 is replaced";
+}
+
+my ($quiet, $qurl) = quiet_channel('Quiet');
+my ($a_master, $reader2) = bob_posts_unread($qurl);
 my @gone;
 for my $p (0 .. 3) {
     my @lines = split /\n/,
@@ -464,22 +492,18 @@ for my $p (0 .. 3) {
             my $k = shift @lines;
             $f{$k} = shift @lines;
         }
-        push @gone, [$p, $id] if ($f{channel} // '') eq $quiet->{id}
+        push @gone, [$p, $id] if ($f{channel} // '') eq $quiet
             && ($f{seq} // '') eq '2';
     }
 }
 is scalar @gone, 1, "the post's entry is in one stream";
 redis_cli($redis, 'XDEL', "foko:{$_->[0]}:ev", $_->[1]) for @gone;
-kill CONT => $a_master;
-ok wait_until(sub {
-    my @w = on_host($A, sub { worker_pids() });
-    @w == 2 && !grep { $_ == $reader2 } @w
-}, 10), "host A's worker 0 is replaced";
-is_deeply [quiet_seqs($B)], [1, 2], 'host B shows both';
+host_a_goes_on($a_master, $reader2);
+is_deeply [quiet_seqs($B, $qurl)], [1, 2], 'host B shows both';
 my $t_quiet = time;
-ok wait_until(sub { ((quiet_seqs($A))[-1] // 0) == 2 }, 45),
+ok wait_until(sub { ((quiet_seqs($A, $qurl))[-1] // 0) == 2 }, 45),
     "host A's history reaches the seq that only Redis's counter knew"
-    or diag explain [quiet_seqs($A)];
+    or diag explain [quiet_seqs($A, $qurl)];
 note sprintf 'host A shows seq 2 %.1f s after its reader came back',
     time - $t_quiet;
 my ($ast, $ares) = on_host($A, sub { api(GET => $qurl, undef, token => $alice) });
@@ -487,18 +511,44 @@ is $ares->{messages}[-1]{text}, 'second, on B', 'with its text';
 ok status_of($A)->{redis}{seqs_heard} >= 1,
     'host A counts the seq it heard of from the counter only';
 
+# --- a quiet channel whose last event and counter Redis lost --------------
+# The same, but Redis restarts empty instead: the post's entry and the
+# channel's counter are gone with it. Host A asks MongoDB for the highest
+# seq of the channels whose counters Redis lacks, right after the loss.
+
+my ($quiet2, $q2url) = quiet_channel('Quiet too');
+my $heard0 = status_of($A)->{redis}{seqs_heard};
+($a_master, my $reader3) = bob_posts_unread($q2url);
+sleep 0.3;
+redis_stop($redis);
+redis_start($redis);
+is redis_cli($redis, 'EXISTS', "foko:seq:$quiet2"), '0',
+    'Redis restarted empty: the counter is gone with the entry';
+host_a_goes_on($a_master, $reader3);
+is_deeply [quiet_seqs($B, $q2url)], [1, 2], 'host B shows both';
+$t_quiet = time;
+ok wait_until(sub { ((quiet_seqs($A, $q2url))[-1] // 0) == 2 }, 45),
+    "host A's history reaches the seq that only MongoDB knew"
+    or diag explain [quiet_seqs($A, $q2url)];
+note sprintf 'host A shows seq 2 %.1f s after its reader came back',
+    time - $t_quiet;
+ok status_of($A)->{redis}{seqs_heard} > $heard0,
+    'host A counts the seq it heard of from MongoDB';
+
 # --- the logs --------------------------------------------------------------
 
 for my $h (@hosts) {
     my @bad = grep { /\[(?:alert|crit|error|emerg)\]/
-                     && !/worker process (?:$reader|$reader2) exited on signal 9/ }
+                     && !/worker process (?:$reader|$reader2|$reader3) exited on signal 9/ }
         on_host($h, sub { error_log_lines() });
     is scalar @bad, 0, "host $h->{name}: no error in the log"
         or diag @bad[0 .. ($#bad < 4 ? $#bad : 4)];
 }
 my @warn = grep { /events of other hosts may be lost/ }
     on_host($A, sub { error_log_lines() });
-is scalar @warn, 1, 'the loss is logged at warn';
+is scalar @warn, 2,
+    'each restart of Redis (the second while host A\'s reader was gone) is '
+    . 'logged at warn';
 
 $_->close for @late, $dave_ws;
 stop_foko_host($B);
